@@ -1,0 +1,1 @@
+"""Modbus TCP driver (pymodbus). Import `drivers.modbus.driver` for the client; `address` and `planner` are pure."""

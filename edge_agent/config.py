@@ -1,0 +1,412 @@
+"""Config models: the one place that says what a config file may contain.
+
+A config is one YAML file. `load_config` turns it into a typed `Config` or raises
+`ConfigError` whose lines read `FILE:LINE: field.path: message`, so a technician
+can go straight to the line. Secrets may be written as `${VAR}` (or `${VAR:-default}`)
+and come from the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from edge_agent.errors import ConfigError
+
+# ---------------------------------------------------------------- value types
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+_SIZE_FACTORS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
+                 "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Seconds as a number, or a string such as `250ms`, `1s`, `5m`, `1h`."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 1s, 5m)")
+        return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return value
+
+
+def _parse_size(value: Any) -> Any:
+    """Bytes as a number, or a string such as `512MB`, `2GiB`."""
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"not a size: {value!r} (use e.g. 512MB, 2GiB)")
+        unit = (m.group(2) or "").lower().rstrip("b")
+        return int(float(m.group(1)) * _SIZE_FACTORS[unit])
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+# Names end up in MQTT topics and in the plant hierarchy: no '/', '+', '#' or spaces.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- plant and machines
+
+
+class Plant(_Model):
+    """Where the agent sits in the ISA-95 hierarchy; every record carries these."""
+
+    site: Name
+    area: Name
+    line: Name
+
+
+class Signals(_Model):
+    """Which tags derivation reads for a machine (names of entries in `tags`)."""
+
+    run: str | None = Field(None, description="bool tag, true while the machine runs")
+    part_counter: str | None = Field(None, description="counter tag of produced parts")
+
+
+class Machine(_Model):
+    id: Name
+    signals: Signals = Signals()
+
+
+# ---------------------------------------------------------------- devices
+
+
+class _Device(_Model):
+    name: Name
+    poll_interval: Duration = Field(1.0, description="seconds between two polls")
+    timeout: Duration = Field(2.0, description="seconds one request may take")
+
+
+ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+
+
+class ModbusTcpDevice(_Device):
+    protocol: Literal["modbus_tcp"]
+    host: str
+    port: Port = 502
+    unit: Annotated[int, Field(ge=0, le=255)] = 1
+    byte_order: ByteOrder = Field(
+        "ABCD", description="order of bytes in 32-bit values: ABCD = big-endian words, CDAB = word-swapped"
+    )
+
+
+class OpcUaDevice(_Device):
+    protocol: Literal["opcua"]
+    url: str
+
+
+class S7Device(_Device):
+    protocol: Literal["s7"]
+    host: str
+    port: Port = 102
+    rack: Annotated[int, Field(ge=0, le=7)] = 0
+    slot: Annotated[int, Field(ge=0, le=31)] = 1
+
+
+Device = Annotated[Union[ModbusTcpDevice, OpcUaDevice, S7Device], Field(discriminator="protocol")]
+
+
+# ---------------------------------------------------------------- tags
+
+
+class Scale(_Model):
+    """Engineering value = raw * gain + offset."""
+
+    gain: float = 1.0
+    offset: float = 0.0
+
+
+class Tag(_Model):
+    name: Name
+    device: str
+    address: str
+    type: str = Field(description="data type; which names are valid depends on the protocol")
+    scale: Scale | None = None
+    unit: str | None = Field(None, description="engineering unit, e.g. mm, °C, parts")
+    description: str = ""
+
+
+# ---------------------------------------------------------------- buffer and outputs
+
+
+class BufferConfig(_Model):
+    path: Path = Field(
+        Path("buffer.db"),
+        description="SQLite file; a relative path is taken from $STATE_DIRECTORY (systemd) or the working directory",
+    )
+    max_bytes: ByteSize = Field(256 * 1024**2, description="size cap of the buffer file")
+    durability: Literal["full", "normal"] = Field(
+        "full",
+        description="full: every commit is fsynced (survives power loss); normal: faster, may lose the last commits on power loss",
+    )
+
+    def resolved_path(self) -> Path:
+        if self.path.is_absolute():
+            return self.path
+        return Path(os.environ.get("STATE_DIRECTORY", ".")).joinpath(self.path)
+
+
+class Tls(_Model):
+    ca_file: Path | None = Field(None, description="CA bundle to verify the broker; system CAs when empty")
+    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip server verification (test benches only)")
+
+
+class MqttOutput(_Model):
+    host: str
+    port: Port | None = Field(None, description="1883, or 8883 with TLS")
+    client_id: str | None = Field(None, description="defaults to edge-agent-<site>-<line>")
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: Tls | None = None
+    topic_prefix: str = Field("edge", pattern=r"^[^+#]*[^/+#]$")
+    keepalive: Duration = 30.0
+    timeout: Duration = Field(10.0, description="seconds to wait for a connect or a PUBACK")
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 200
+    batch_size: Annotated[int, Field(ge=1)] = 500
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+
+class Outputs(_Model):
+    mqtt: MqttOutput | None = None
+
+
+# ---------------------------------------------------------------- root
+
+
+class Config(_Model):
+    plant: Plant
+    machines: Annotated[list[Machine], Field(min_length=1)]
+    devices: list[Device] = []
+    tags: list[Tag] = []
+    buffer: BufferConfig = BufferConfig()
+    outputs: Outputs = Outputs()
+
+    def device(self, name: str) -> Device:
+        return next(d for d in self.devices if d.name == name)
+
+    def tags_of(self, device: str) -> list[Tag]:
+        return [t for t in self.tags if t.device == device]
+
+    def topic_root(self, machine: str) -> str:
+        """`<prefix>/<site>/<area>/<line>/<machine>`: the plant hierarchy as a topic."""
+        prefix = self.outputs.mqtt.topic_prefix if self.outputs.mqtt else "edge"
+        p = self.plant
+        return f"{prefix}/{p.site}/{p.area}/{p.line}/{machine}"
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = list(cross_check(self))
+        if problems:
+            raise _CrossCheckFailed(problems)
+        return self
+
+
+class _CrossCheckFailed(ValueError):
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+        super().__init__("; ".join(m for _, m in problems))
+
+
+def cross_check(cfg: Config):
+    """Checks that span entries: unique names, references that resolve, addresses that parse."""
+    from drivers import check_address  # light: address parsers import no protocol library
+
+    devices: dict[str, Any] = {}
+    for i, d in enumerate(cfg.devices):
+        if d.name in devices:
+            yield ("devices", i, "name"), f"duplicate device name {d.name!r}"
+        devices.setdefault(d.name, d)
+    seen: set[str] = set()
+    for i, t in enumerate(cfg.tags):
+        if t.name in seen:
+            yield ("tags", i, "name"), f"duplicate tag name {t.name!r}"
+        seen.add(t.name)
+        dev = devices.get(t.device)
+        if dev is None:
+            yield ("tags", i, "device"), f"unknown device {t.device!r}{_suggest(t.device, devices)}"
+            continue
+        try:
+            check_address(dev, t.address, t.type)
+        except ValueError as e:
+            field = "type" if getattr(e, "field", None) == "type" else "address"
+            yield ("tags", i, field), str(e)
+    ids: set[str] = set()
+    for i, m in enumerate(cfg.machines):
+        if m.id in ids:
+            yield ("machines", i, "id"), f"duplicate machine id {m.id!r}"
+        ids.add(m.id)
+        for sig, tag in m.signals:
+            if tag is not None and tag not in seen:
+                yield ("machines", i, "signals", sig), f"unknown tag {tag!r}{_suggest(tag, seen)}"
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------- loading with line numbers
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Problems(Exception):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """YAML text -> (plain data, {path: line}); rejects duplicate keys and unset ${VAR}s."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{source}:{line}: YAML syntax error: {e.problem or e.context}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{source}:1: YAML error: {e}"]) from None
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+
+    def build(n: yaml.Node, path: tuple) -> Any:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            loader.flatten_mapping(n)
+            out: dict = {}
+            for k, v in n.value:
+                key = loader.construct_object(k, deep=True)
+                if key in out:
+                    problems.append(f"{source}:{k.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key {key!r}")
+                lines[path + (key,)] = k.start_mark.line + 1
+                out[key] = build(v, path + (key,))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [build(v, path + (i,)) for i, v in enumerate(n.value)]
+        value = loader.construct_object(n, deep=True)
+        if isinstance(value, str) and "${" in value:
+            value = _expand_env(value, source, n.start_mark.line + 1, path, problems)
+        return value
+
+    try:
+        data = build(node, ()) if node is not None else None
+    finally:
+        loader.dispose()
+    if problems:
+        raise ConfigError(problems)
+    return data, lines
+
+
+def _expand_env(value: str, source: str, line: int, path: tuple, problems: list[str]) -> str:
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{source}:{line}: {_dotted(path)}: environment variable {name} is not set")
+        return ""
+
+    return _ENV.sub(repl, value)
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _locate(loc: tuple, lines: dict[tuple, int]) -> tuple[tuple, int]:
+    """Follow a pydantic error location through the YAML tree; skip union/validator tags."""
+    found: tuple = ()
+    for part in loc:
+        if found + (part,) in lines:
+            found = found + (part,)
+    line = lines.get(found, 1)
+    if loc and loc[-1] != (found[-1] if found else None) and isinstance(loc[-1], str) and loc[-1] not in found:
+        # a missing field: name it, point at its parent
+        if not loc[-1].startswith(("function-", "tagged-union")):
+            found = found + (loc[-1],)
+    return found, line
+
+
+def _message(err: dict) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}"
+    if kind == "missing":
+        return "required field missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown protocol {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    if kind == "union_tag_not_found":
+        return "required field 'protocol' missing"
+    msg = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    data, lines = _compose(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: the config must be a mapping with plant, machines, devices, tags, outputs"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            ctx_err = err.get("ctx", {}).get("error")
+            if isinstance(ctx_err, _CrossCheckFailed):
+                for loc, msg in ctx_err.problems:
+                    found, line = _locate(loc, lines)
+                    problems.append(f"{source}:{line}: {_dotted(loc)}: {msg}")
+                continue
+            found, line = _locate(err["loc"], lines)
+            problems.append(f"{source}:{line}: {_dotted(found)}: {_message(err)}")
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not a UTF-8 text file ({e.reason})"]) from None
+    return parse_config(text, str(path))
+
+
+def default_config_text() -> str:
+    """The embedded default: a simulated machine on loopback, used by `make run`."""
+    return (Path(__file__).with_name("default.yaml")).read_text(encoding="utf-8")

@@ -1,0 +1,62 @@
+"""The values that flow through the pipeline: drivers -> samples -> derivation -> events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+
+class Quality(StrEnum):
+    """Sample quality, in the spirit of OPC UA status codes (Good / Uncertain / Bad)."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+@dataclass(slots=True, frozen=True)
+class Sample:
+    """One tag value as read from a device, with the UTC time it was read at."""
+
+    tag: str
+    value: Any
+    ts: float  # seconds since the epoch (UTC), taken when the read returned
+    quality: Quality = Quality.GOOD
+    error: str | None = None  # why the quality is not good, for the technician
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceStatus:
+    """A device connected or went away; derivation maps "away" to not_available."""
+
+    device: str
+    connected: bool
+    ts: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """A fact for the MES: type (state, count, ...), machine, time and fields.
+
+    The buffer gives it `event_id` and `seq` when it is committed.
+    """
+
+    type: str
+    machine: str
+    ts: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def now() -> float:
+    """Wall-clock UTC time in epoch seconds (NTP-synchronised on a plant PC)."""
+    return time.time()
+
+
+def rfc3339(ts: float) -> str:
+    """Epoch seconds -> RFC 3339 UTC with milliseconds, e.g. 2026-11-22T01:02:03.456Z."""
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
