@@ -1,0 +1,101 @@
+"""`edge-agent` command line: what a technician types on the line PC.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad config or bad arguments.
+Bad input never shows a traceback: `ConfigError` becomes its messages on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.config import Config, load_config
+from edge_agent.errors import ConfigError, EdgeAgentError
+
+app = typer.Typer(help="Edge data-collection agent: PLCs -> machine facts -> MES.", no_args_is_help=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
+EXIT_CONFIG = 2
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for line in e.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pymodbus", "asyncua", "snap7"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if not verbose else logging.INFO)
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="config file to check")]) -> None:
+    """Check a config file; print every problem with file, line and field."""
+    cfg = _load(path)
+    typer.echo(f"{path}: ok ({len(cfg.machines)} machine(s), {len(cfg.devices)} device(s), {len(cfg.tags)} tag(s))")
+
+
+@app.command()
+def run(config: ConfigOption, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the agent: poll devices, derive events, buffer them, forward them."""
+    from edge_agent.daemon import run_agent
+
+    cfg = _load(config)
+    _logging(verbose)
+    try:
+        asyncio.run(run_agent(cfg, config_path=config))
+    except KeyboardInterrupt:
+        pass
+    except EdgeAgentError as e:
+        typer.echo(f"edge-agent: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def simulate(config: ConfigOption, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+             cycle_time: Annotated[float, typer.Option(help="seconds per part")] = 1.0) -> None:
+    """Serve simulated machines on the device endpoints named in the config."""
+    from edge_agent.simulator import Simulation, serve
+
+    cfg = _load(config)
+    _logging(verbose)
+    sim = Simulation(cfg)
+    for m in sim.machines.values():
+        m.cycle_time = cycle_time
+    try:
+        asyncio.run(serve(cfg, sim))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(seconds: Annotated[float, typer.Option(help="stop after this long (0 = until Ctrl-C)")] = 0) -> None:
+    """The embedded default: a simulated press, a local mosquitto and the agent; prints forwarded events."""
+    from edge_agent.demo import run_demo
+
+    _logging(False)
+    try:
+        asyncio.run(run_demo(seconds or None))
+    except KeyboardInterrupt:
+        pass
+    except EdgeAgentError as e:
+        typer.echo(f"edge-agent: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    app()
