@@ -39,6 +39,13 @@ class Deriver:
                 events.extend(self._part_counter(item))
         return events
 
+    def tick(self, now: float) -> list[Event]:
+        """Time-based outputs (none yet in the minimal model)."""
+        return []
+
+    def command(self, cmd: dict[str, Any], now: float) -> list[Event]:
+        raise ValueError(f"unknown command {cmd.get('command')!r}")
+
     def _run_signal(self, s: Sample) -> list[Event]:
         state = "executing" if s.value else "not_executing"
         if state == self._state:
