@@ -1,0 +1,188 @@
+"""The agent: drivers -> sampling -> derivation -> buffer -> outputs, all in one TaskGroup.
+
+Data flows one way. Device tasks put samples on a queue; one derivation task turns
+them into events and commits events plus derivation state to the buffer in one
+transaction per batch; outputs read the buffer after their own cursor and
+acknowledge what the peer acknowledged. On SIGTERM the devices stop first, what is
+queued is derived and committed, then the outputs stop: nothing in memory is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from buffer import AsyncBuffer
+from drivers import load_driver
+from edge_agent.config import Config
+from edge_agent.derivation import Deriver
+from edge_agent.events import to_store
+from edge_agent.forwarding.mqtt import MqttForwarder
+from edge_agent.model import DeviceStatus, Sample, now
+from edge_agent.sampling import run_device
+
+log = logging.getLogger("edge_agent.daemon")
+
+TICK_SECONDS = 1.0
+_STOP = object()
+
+
+class _Tick:
+    __slots__ = ("ts",)
+
+    def __init__(self, ts: float):
+        self.ts = ts
+
+
+class _Command:
+    __slots__ = ("machine", "command", "ts")
+
+    def __init__(self, machine: str, command: dict[str, Any], ts: float):
+        self.machine, self.command, self.ts = machine, command, ts
+
+
+class Agent:
+    def __init__(self, cfg: Config, *, config_path: Path | None = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        self.buffer = AsyncBuffer(
+            cfg.buffer.resolved_path(), max_bytes=cfg.buffer.max_bytes, durability=cfg.buffer.durability,
+            gap_topic=f"{self.line_root}/event/gap",
+        )
+        self.drivers = [load_driver(d.protocol)(d, cfg.tags_of(d.name)) for d in cfg.devices]
+        self.outputs: list[MqttForwarder] = []
+        self.derivers: dict[str, Deriver] = {}
+        self._persisted: dict[str, Any] = {}
+        tag_device = {t.name: t.device for t in cfg.tags}
+        # device -> machines whose signals it carries, to route DeviceStatus
+        self._machines_of: dict[str, set[str]] = {}
+        for m in cfg.machines:
+            for _, tag in m.signals:
+                if tag in tag_device:
+                    self._machines_of.setdefault(tag_device[tag], set()).add(m.id)
+        self.events_stored = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def line_root(self) -> str:
+        return self.cfg.topic_root("x").rsplit("/", 1)[0]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.buffer.open()
+        try:
+            await self._run(stop)
+        finally:
+            await self.buffer.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        for m in cfg.machines:
+            state = await self.buffer.state(m.id)
+            self.derivers[m.id] = Deriver(m, state)
+            self._persisted[m.id] = self.derivers[m.id].snapshot()
+        if cfg.outputs.mqtt:
+            p = cfg.plant
+            self.outputs.append(MqttForwarder(
+                cfg.outputs.mqtt, self.buffer,
+                client_id=cfg.outputs.mqtt.client_id or f"edge-agent-{p.site}-{p.area}-{p.line}",
+                status_topic=f"{self.line_root}/status",
+                command_topics=[f"{cfg.topic_root(m.id)}/cmd/+" for m in cfg.machines],
+                on_command=self._on_command,
+            ))
+        await self.buffer.register_outputs([o.name for o in self.outputs])
+        async with asyncio.TaskGroup() as tg:
+            devices = [
+                tg.create_task(run_device(d, self._emit, subscribe=getattr(d.device, "mode", "poll") == "subscribe"),
+                               name=f"device:{d.device.name}")
+                for d in self.drivers
+            ]
+            derive = tg.create_task(self._derive(), name="derive")
+            ticker = tg.create_task(self._tick(), name="tick")
+            outputs = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs]
+            self.ready.set()
+            log.info("event=agent_started devices=%d machines=%d outputs=%d buffer=%s",
+                     len(self.drivers), len(cfg.machines), len(self.outputs), cfg.buffer.resolved_path())
+            await stop.wait()
+            log.info("event=agent_stopping")
+            for t in devices + [ticker]:
+                t.cancel()
+            await asyncio.gather(*devices, ticker, return_exceptions=True)
+            await self.queue.put(_STOP)  # derive what is queued, commit it, then end
+            await derive
+            for t in outputs:
+                t.cancel()
+        log.info("event=agent_stopped events_stored=%d", self.events_stored)
+
+    async def _emit(self, items: list[Sample | DeviceStatus]) -> None:
+        await self.queue.put(items)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            await self.queue.put(_Tick(now()))
+
+    async def _on_command(self, topic: str, payload: bytes) -> None:
+        machine = topic.split("/")[-3]
+        if machine not in self.derivers:
+            raise ValueError(f"unknown machine {machine!r}")
+        try:
+            command = json.loads(payload)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"command is not JSON: {e}") from None
+        if not isinstance(command, dict):
+            raise ValueError("command must be a JSON object")
+        command.setdefault("command", topic.rsplit("/", 1)[-1])
+        await self.queue.put(_Command(machine, command, now()))
+
+    async def _derive(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            stop = any(item is _STOP for item in batch)
+            await self._apply([item for item in batch if item is not _STOP])
+            if stop:
+                return
+
+    async def _apply(self, batch: list) -> None:
+        events = []
+        for item in batch:
+            if isinstance(item, list):
+                for machine, deriver in self.derivers.items():
+                    relevant = [x for x in item if isinstance(x, Sample) or machine in self._machines_of.get(x.device, ())]
+                    if relevant:
+                        events.extend(deriver.step(relevant))
+            elif isinstance(item, _Tick):
+                for deriver in self.derivers.values():
+                    events.extend(deriver.tick(item.ts))
+            elif isinstance(item, _Command):
+                try:
+                    events.extend(self.derivers[item.machine].command(item.command, item.ts))
+                except ValueError as e:
+                    log.warning("event=command_rejected machine=%s error=%r", item.machine, str(e))
+        changed = {}
+        for machine, deriver in self.derivers.items():
+            snap = deriver.snapshot()
+            if snap != self._persisted[machine]:
+                changed[machine] = snap
+        if not events and not changed:
+            return
+        await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
+        self._persisted.update(changed)
+        self.events_stored += len(events)
+        for o in self.outputs:
+            o.wake.set()
+
+
+async def run_agent(cfg: Config, *, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(cfg, config_path=config_path).run(stop)
