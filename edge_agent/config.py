@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -113,8 +114,101 @@ class ModbusTcpDevice(_Device):
 
 
 class OpcUaDevice(_Device):
+    """An OPC UA server; tags address nodes by node id (`nsu=<uri>;s=…` preferred). See drivers/opcua/README.md."""
+
     protocol: Literal["opcua"]
-    url: str
+    url: str = Field(pattern=r"^opc\.tcp://[^/\s]+", description="endpoint, e.g. opc.tcp://10.0.3.12:4840")
+    mode: Literal["poll", "subscribe"] = Field(
+        "poll", description="poll: one Read per poll_interval; subscribe: the server reports changes (monitored items)"
+    )
+    sampling_interval: Duration | None = Field(
+        None, description="subscribe: how often the server samples each node; defaults to poll_interval"
+    )
+    publishing_interval: Duration | None = Field(
+        None, description="subscribe: how often the server sends queued changes; defaults to poll_interval"
+    )
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = Field(
+        10, description="subscribe: changes the server keeps per node between two publishes (so counts are not lost)"
+    )
+    deadband: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="subscribe: ignore changes of numeric tags smaller than this (0 = every change)"
+    )
+    deadband_type: Literal["absolute", "percent"] = Field(
+        "absolute", description="absolute value, or percent of the node's EURange"
+    )
+    keepalive: Duration = Field(
+        5.0, description="seconds without any message from the server after which the session counts as dead"
+    )
+    session_timeout: Duration = Field(
+        60.0, description="seconds the server keeps our session after losing contact (a reconnect reclaims it)"
+    )
+    max_nodes_per_read: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="cap on nodes per Read call; the server's own MaxNodesPerRead (ns=0;i=11705) also applies"
+    )
+    security_policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = Field(
+        "None", description="message security policy of the endpoint to use"
+    )
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] | None = Field(
+        None, validate_default=True, description="None with policy None, else Sign or SignAndEncrypt (the default)"
+    )
+    password: SecretStr | None = Field(None, description="password; write it as ${ENV_VAR} to keep it out of the file")
+    username: str | None = Field(
+        None, validate_default=True, description="user name for username/password authentication"
+    )
+    user_certificate: Path | None = Field(None, description="X.509 user authentication: certificate (PEM or DER)")
+    user_private_key: Path | None = Field(None, validate_default=True, description="X.509 user authentication: its private key (PEM)")
+    certificate: Path | None = Field(
+        None, description="application instance certificate; created in pki_dir on first run when empty"
+    )
+    private_key: Path | None = Field(None, validate_default=True, description="private key of `certificate`")
+    pki_dir: Path | None = Field(
+        None, description="where the agent keeps its own certificate and trusted server certificates; "
+        "defaults to <buffer directory>/pki"
+    )
+    server_certificate: Path | None = Field(
+        None, description="pin the server's certificate (DER or PEM); when empty the first one seen is trusted and kept"
+    )
+    trust_on_first_use: bool = Field(
+        True, validate_default=True, description="without server_certificate: trust the server's certificate on first contact, then require it"
+    )
+    application_uri: str | None = Field(
+        None, description="our application URI; from the certificate, or urn:<hostname>:edge-agent"
+    )
+
+    # Cross-field checks sit on non-secret fields (validate_default) so an error never echoes the password.
+    @field_validator("security_mode", mode="after")
+    @classmethod
+    def _mode_fits_policy(cls, mode, info):
+        policy = info.data.get("security_policy", "None")
+        if policy == "None" and mode not in (None, "None"):
+            raise ValueError(f"security_mode {mode} needs a security_policy other than None")
+        if policy != "None" and mode == "None":
+            raise ValueError(f"security_policy {policy} needs security_mode Sign or SignAndEncrypt")
+        return mode
+
+    @field_validator("username", "user_private_key", "private_key", "trust_on_first_use", mode="after")
+    @classmethod
+    def _pairs(cls, value, info):
+        d = info.data
+        if info.field_name == "username" and (value is None) != (d.get("password") is None):
+            raise ValueError("username and password go together")
+        if info.field_name == "user_private_key":
+            if (value is None) != (d.get("user_certificate") is None):
+                raise ValueError("user_certificate and user_private_key go together")
+            if value is not None and d.get("username") is not None:
+                raise ValueError("choose one user authentication: username/password or user_certificate")
+        if info.field_name == "private_key" and (value is None) != (d.get("certificate") is None):
+            raise ValueError("certificate and private_key go together")
+        if info.field_name == "trust_on_first_use" and d.get("security_policy", "None") != "None":
+            if d.get("server_certificate") is None and not value:
+                raise ValueError("with security on, set server_certificate or trust_on_first_use: true")
+        return value
+
+    @property
+    def effective_security_mode(self) -> str:
+        if self.security_policy == "None":
+            return "None"
+        return self.security_mode or "SignAndEncrypt"
 
 
 class S7Device(_Device):

@@ -1,0 +1,1 @@
+"""OPC UA driver (asyncua). Import `drivers.opcua.driver` for the client; `address` is pure (no asyncua import)."""
