@@ -1,118 +1,272 @@
-"""Modbus TCP driver on pymodbus' asyncio client.
+"""Modbus TCP and RTU driver on pymodbus' asyncio clients.
 
 pymodbus' own reconnect and retries are switched off: the sampler owns reconnects
 (with backoff and jitter), so a dead device is seen as dead at once instead of
 being retried inside a poll.
+
+Several unit ids may share one connection (RTU multi-drop line, TCP gateway): a unit
+that does not answer makes only its own tags BAD for that poll; the connection counts
+as lost only when no unit answered at all.
+
+An exception response (illegal address) to a merged request is isolated by splitting
+the request in halves until the culprit is found: the tag whose own registers fail is
+reported BAD by name and from then on read alone, retried every `bad_tag_retry`
+seconds; a gap between tags that cannot be read becomes a break the planner does not
+merge across. Later polls therefore cost no extra requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers.base import Health, scaled
-from drivers.modbus.address import decode, parse
-from drivers.modbus.planner import Request, plan
-from edge_agent.config import ModbusTcpDevice, Tag
+from drivers.modbus.address import BIT_TABLES, ModbusAddress, parse, value_of
+from drivers.modbus.planner import Break, Request, plan
+from edge_agent.config import Tag
 from edge_agent.errors import ConnectionLost
 from edge_agent.model import Quality, Sample, now
 
-_EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-                    4: "device failure", 6: "device busy", 10: "gateway path unavailable",
-                    11: "gateway target failed to respond"}
+log = logging.getLogger("drivers.modbus")
+
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "device failure", 5: "acknowledge", 6: "device busy",
+                   10: "gateway path unavailable", 11: "gateway target failed to respond"}
+# codes that say "these registers cannot be read like this": worth isolating and remembering
+_ADDRESS_CODES = {1, 2, 3}
+_GATEWAY_CODES = {10, 11}  # the unit behind the gateway is gone: like a unit that does not answer
 
 
-class _ExceptionResponse(Exception):
+class ModbusExceptionResponse(Exception):
+    """The device answered a request with a Modbus exception code."""
+
     def __init__(self, code: int):
         self.code = code
-        super().__init__(f"Modbus exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})")
+        super().__init__(f"Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
+
+
+_ExceptionResponse = ModbusExceptionResponse  # the earlier private name
+
+
+class NoResponse(Exception):
+    """A unit did not answer in time although the connection is up."""
+
+
+@dataclass(slots=True)
+class _Bad:
+    error: str
+    retry_at: float  # time.monotonic() of the next attempt
+
+
+def make_client(device) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    """A pymodbus client for a Modbus TCP or RTU device, without pymodbus' own retries and reconnects."""
+    if device.protocol == "modbus_rtu":
+        return AsyncModbusSerialClient(
+            device.port, baudrate=device.baud_rate, bytesize=device.data_bits, parity=device.parity,
+            stopbits=device.stop_bits, timeout=device.timeout, retries=0, reconnect_delay=0, name=device.name)
+    return AsyncModbusTcpClient(device.host, port=device.port, timeout=device.timeout, retries=0,
+                                reconnect_delay=0, name=device.name)
+
+
+def endpoint(device) -> str:
+    return device.port if device.protocol == "modbus_rtu" else f"{device.host}:{device.port}"
 
 
 class ModbusDriver:
-    def __init__(self, device: ModbusTcpDevice, tags: Sequence[Tag]):
+    def __init__(self, device, tags: Sequence[Tag]):
         self.device = device
         self.tags = list(tags)
         self.health = Health()
         self._by_name = {t.name: t for t in self.tags}
-        self.plan: list[Request] = plan((t.name, parse(t.address, t.type), device.unit) for t in self.tags)
-        self._client: AsyncModbusTcpClient | None = None
+        self._addresses: dict[str, ModbusAddress] = {t.name: parse(t.address, t.type, device) for t in self.tags}
+        self._bad: dict[str, _Bad] = {}
+        self._breaks: set[Break] = set()
+        self.plan: list[Request] = self._replan()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+
+    # ------------------------------------------------------------ planning
+
+    def unit_of(self, name: str) -> int:
+        addr = self._addresses[name]
+        return self.device.unit if addr.unit is None else addr.unit
+
+    def _replan(self) -> list[Request]:
+        breaks = set(self._breaks)
+        for name in self._bad:
+            a = self._addresses[name]
+            breaks.add(Break(self.unit_of(name), a.table, a.number, a.end))
+        return plan(((n, a, self.unit_of(n)) for n, a in self._addresses.items()), alone=self._bad.keys(),
+                    breaks=breaks)
+
+    @property
+    def bad_tags(self) -> dict[str, str]:
+        """Tags currently read alone because their registers answer an exception: name -> error."""
+        return {n: b.error for n, b in self._bad.items()}
+
+    # ------------------------------------------------------------ connection
 
     async def connect(self) -> None:
         d = self.device
-        self._client = AsyncModbusTcpClient(
-            d.host, port=d.port, timeout=d.timeout, retries=0, reconnect_delay=0, name=d.name
-        )
+        self._client = make_client(d)
         try:
             async with asyncio.timeout(d.timeout + 1):
                 ok = await self._client.connect()
         except (TimeoutError, OSError, ModbusException) as e:
             ok, why = False, str(e) or type(e).__name__
         else:
-            why = "connection refused or unreachable"
+            why = "cannot open the serial port" if d.protocol == "modbus_rtu" else "connection refused or unreachable"
         if not ok:
             self._client.close()
             self._client = None
-            raise ConnectionLost(d.name, f"cannot connect to {d.host}:{d.port}: {why}")
+            raise ConnectionLost(d.name, f"cannot connect to {endpoint(d)}: {why}")
 
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
+    # ------------------------------------------------------------ reading
+
     async def read(self) -> list[Sample]:
         samples: list[Sample] = []
-        for request in self.plan:
-            try:
-                values = await self._request(request.table, request.unit, request.start, request.count)
-            except _ExceptionResponse as e:
-                samples.extend(await self._isolate(request, e))
+        silent: dict[int, str] = {}  # unit -> why it is skipped for the rest of this poll
+        answered = 0
+        replan = False
+        clock = asyncio.get_running_loop().time
+        for request in list(self.plan):
+            if request.unit in silent:
+                samples.extend(self._bad_samples(request, silent[request.unit]))
                 continue
+            single = request.members[0][0] if len(request.members) == 1 else None
+            if single in self._bad and clock() < self._bad[single].retry_at:
+                samples.extend(self._bad_samples(request, self._bad[single].error))
+                continue
+            try:
+                values = await self.read_block(request.table, request.unit, request.start, request.count)
+            except NoResponse as e:
+                silent[request.unit] = str(e)
+                samples.extend(self._bad_samples(request, str(e)))
+                continue
+            except ModbusExceptionResponse as e:
+                answered += 1
+                if e.code in _GATEWAY_CODES:
+                    silent[request.unit] = f"unit {request.unit}: {e}"
+                    samples.extend(self._bad_samples(request, silent[request.unit]))
+                elif e.code in _ADDRESS_CODES:
+                    if single in self._bad:  # the retry failed again
+                        self._bad[single].retry_at = clock() + self.device.bad_tag_retry
+                        samples.extend(self._bad_samples(request, self._bad[single].error))
+                    else:
+                        samples.extend(await self._isolate(request, e))
+                        replan = True
+                else:  # device failure, busy: nothing to learn about the address map
+                    samples.extend(self._bad_samples(request, str(e)))
+                continue
+            answered += 1
+            if single in self._bad:
+                log.info("event=modbus_tag_recovered device=%s tag=%s", self.device.name, single)
+                del self._bad[single]
+                replan = True
             samples.extend(self._decode(request, values, now()))
+        if silent and not answered:
+            raise ConnectionLost(self.device.name, "; ".join(sorted(set(silent.values()))))
+        if replan:
+            self.plan = self._replan()
         return samples
 
-    async def _isolate(self, request: Request, error: _ExceptionResponse) -> list[Sample]:
-        """An exception inside a coalesced block: read each tag alone so one bad address blanks only itself."""
-        if len(request.members) == 1:
-            name, addr = request.members[0]
-            self.health.last_error = f"{name} ({addr.table}:{addr.number}): {error}"
-            return [Sample(name, None, now(), Quality.BAD, str(error))]
+    def _bad_samples(self, request: Request, error: str) -> list[Sample]:
+        ts = now()
+        return [Sample(name, None, ts, Quality.BAD, error) for name, _ in request.members]
+
+    async def _isolate(self, request: Request, error: ModbusExceptionResponse) -> list[Sample]:
+        """Split a failed request in halves (by distinct register spans) until the culprit is found.
+
+        A span that fails alone: its tags are BAD, named, and remembered. Two halves that
+        read fine alone but not together: the gap between them is remembered as a break.
+        """
+        spans = sorted({(a.number, a.width) for _, a in request.members})
+        if len(spans) == 1:
+            retry_at = asyncio.get_running_loop().time() + self.device.bad_tag_retry
+            out = []
+            for name, addr in request.members:
+                tag = self._by_name[name]
+                message = f"{name} ({tag.address}, unit {request.unit}): {error}"
+                self._bad[name] = _Bad(message, retry_at)
+                self.health.last_error = message
+                log.warning("event=modbus_tag_bad device=%s tag=%s error=%r", self.device.name, name, str(error))
+                out.append(Sample(name, None, now(), Quality.BAD, message))
+            return out
+        left_spans = set(spans[:len(spans) // 2])
+        halves = [_sub(request, [m for m in request.members if (m[1].number, m[1].width) in left_spans]),
+                  _sub(request, [m for m in request.members if (m[1].number, m[1].width) not in left_spans])]
         out: list[Sample] = []
-        for name, addr in request.members:
-            single = Request(request.table, request.unit, addr.number, addr.width, [(name, addr)])
+        clean = True
+        for half in halves:
             try:
-                values = await self._request(single.table, single.unit, single.start, single.count)
-            except _ExceptionResponse as e:
-                out.extend(await self._isolate(single, e))
+                values = await self.read_block(half.table, half.unit, half.start, half.count)
+            except ModbusExceptionResponse as e:
+                clean = False
+                if e.code in _ADDRESS_CODES:
+                    out.extend(await self._isolate(half, e))
+                else:
+                    out.extend(self._bad_samples(half, str(e)))
                 continue
-            out.extend(self._decode(single, values, now()))
+            out.extend(self._decode(half, values, now()))
+        left, right = halves
+        if clean:
+            if left.end <= right.start:
+                self._breaks.add(Break(request.unit, request.table, left.end, right.start))
+                log.info("event=modbus_gap_unreadable device=%s unit=%s table=%s from=%s to=%s",
+                         self.device.name, request.unit, request.table, left.end, right.start)
+            else:
+                log.warning("event=modbus_overlap_unreadable device=%s unit=%s table=%s start=%s",
+                            self.device.name, request.unit, request.table, request.start)
         return out
 
     def _decode(self, request: Request, values: list, ts: float) -> list[Sample]:
         out = []
         for name, addr in request.members:
             offset = addr.number - request.start
-            if addr.data_type == "bool":
-                raw = bool(values[offset])
-            else:
-                raw = decode(list(values[offset:offset + addr.width]), addr.data_type, self.device.byte_order)
+            raw = value_of(addr, values[offset:offset + addr.width], self.device.byte_order)
             out.append(Sample(name, scaled(self._by_name[name], raw), ts))
         return out
 
-    async def _request(self, table: str, unit: int, start: int, count: int) -> list:
+    async def read_block(self, table: str, unit: int, start: int, count: int) -> list:
+        """One read request: registers as ints or bits as bools.
+
+        Raises ModbusExceptionResponse (the device answered with an exception code),
+        NoResponse (this unit did not answer in time), ConnectionLost (the link is gone).
+        """
         client = self._client
         if client is None or not client.connected:
             raise ConnectionLost(self.device.name, "not connected")
         call = {"hr": client.read_holding_registers, "ir": client.read_input_registers,
                 "coil": client.read_coils, "di": client.read_discrete_inputs}[table]
         self.health.requests += 1
+        where = f"{table}:{start}+{count} unit {unit}"
         try:
-            async with asyncio.timeout(self.device.timeout):
+            # pymodbus times out after device.timeout; this is the backstop
+            async with asyncio.timeout(self.device.timeout + 1):
                 response = await call(start, count=count, device_id=unit)
-        except (TimeoutError, ModbusException, OSError) as e:
-            raise ConnectionLost(self.device.name, f"{table}:{start}+{count}: {e or type(e).__name__}") from e
+        except ConnectionException as e:
+            raise ConnectionLost(self.device.name, f"{where}: {e}") from e
+        except (TimeoutError, ModbusIOException) as e:
+            if client.connected:
+                raise NoResponse(f"unit {unit} did not answer within {self.device.timeout:g}s ({where})") from e
+            raise ConnectionLost(self.device.name, f"{where}: connection lost") from e
+        except (ModbusException, OSError) as e:
+            raise ConnectionLost(self.device.name, f"{where}: {e or type(e).__name__}") from e
         if response.isError():
-            raise _ExceptionResponse(response.exception_code)
-        return list(response.bits[:count]) if table in ("coil", "di") else list(response.registers)
+            raise ModbusExceptionResponse(response.exception_code)
+        return list(response.bits[:count]) if table in BIT_TABLES else list(response.registers)
+
+
+def _sub(request: Request, members: list[tuple[str, ModbusAddress]]) -> Request:
+    start = min(a.number for _, a in members)
+    end = max(a.end for _, a in members)
+    return Request(request.table, request.unit, start, end - start, members)
