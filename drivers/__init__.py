@@ -14,6 +14,7 @@ from typing import Any
 # protocol -> (driver "module:Class", address module)
 REGISTRY: dict[str, tuple[str, str]] = {
     "modbus_tcp": ("drivers.modbus.driver:ModbusDriver", "drivers.modbus.address"),
+    "modbus_rtu": ("drivers.modbus.driver:ModbusDriver", "drivers.modbus.address"),
     "opcua": ("drivers.opcua.driver:OpcUaDriver", "drivers.opcua.address"),
     "s7": ("drivers.s7.driver:S7Driver", "drivers.s7.address"),
 }

@@ -103,14 +103,47 @@ class _Device(_Model):
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 
-class ModbusTcpDevice(_Device):
+def _parity(value: Any) -> Any:
+    """`N`/`E`/`O`, also written none/even/odd."""
+    if isinstance(value, str):
+        return {"none": "N", "even": "E", "odd": "O"}.get(value.strip().lower(), value.strip().upper())
+    return value
+
+
+class _ModbusDevice(_Device):
+    """Fields shared by Modbus TCP and RTU; tag addresses are described in drivers/modbus/address.py."""
+
+    byte_order: ByteOrder = Field(
+        "ABCD", description="order of bytes in 32/64-bit values: ABCD = big-endian, CDAB = word-swapped, "
+        "BADC = byte-swapped words, DCBA = little-endian; strings use only the byte swap (BADC, DCBA)"
+    )
+    addressing: Literal["zero_based", "modicon"] = Field(
+        "zero_based", description="zero_based: hr:0 is the first holding register (as on the wire); "
+        "modicon: 1-based numbers as in most manuals, 40001 / 400001 / hr:1 is the first holding register"
+    )
+    bad_tag_retry: Duration = Field(
+        60.0, description="seconds before a tag whose registers answered an exception is tried again"
+    )
+
+
+class ModbusTcpDevice(_ModbusDevice):
     protocol: Literal["modbus_tcp"]
     host: str
     port: Port = 502
-    unit: Annotated[int, Field(ge=0, le=255)] = 1
-    byte_order: ByteOrder = Field(
-        "ABCD", description="order of bytes in 32-bit values: ABCD = big-endian words, CDAB = word-swapped"
-    )
+    unit: Annotated[int, Field(ge=0, le=255)] = Field(1, description="unit id of tags whose address has no @unit")
+
+
+class ModbusRtuDevice(_ModbusDevice):
+    """Modbus RTU on a serial line (RS-485/RS-232); several units may share it (tag address suffix @unit)."""
+
+    protocol: Literal["modbus_rtu"]
+    port: str = Field(description="serial port, e.g. /dev/ttyUSB0 (a pyserial URL such as rfc2217://host:port also works)")
+    baud_rate: Annotated[int, Field(ge=300, le=4_000_000)] = Field(19200, description="bits per second, e.g. 9600, 19200")
+    parity: Annotated[Literal["N", "E", "O"], BeforeValidator(_parity)] = Field(
+        "E", description="N (none), E (even, the Modbus default) or O (odd)")
+    stop_bits: Literal[1, 2] = Field(1, description="1, or 2 (the Modbus rule for parity none)")
+    data_bits: Literal[7, 8] = Field(8, description="bits per character; RTU uses 8")
+    unit: Annotated[int, Field(ge=1, le=247)] = Field(1, description="unit id of tags whose address has no @unit")
 
 
 class OpcUaDevice(_Device):
@@ -219,7 +252,7 @@ class S7Device(_Device):
     slot: Annotated[int, Field(ge=0, le=31)] = 1
 
 
-Device = Annotated[Union[ModbusTcpDevice, OpcUaDevice, S7Device], Field(discriminator="protocol")]
+Device = Annotated[Union[ModbusTcpDevice, ModbusRtuDevice, OpcUaDevice, S7Device], Field(discriminator="protocol")]
 
 
 # ---------------------------------------------------------------- tags

@@ -21,6 +21,7 @@ log = logging.getLogger("edge_agent.simulator")
 
 FRONTENDS = {
     "modbus_tcp": "edge_agent.simulator.modbus:ModbusFrontend",
+    "modbus_rtu": "edge_agent.simulator.modbus:ModbusFrontend",
     "opcua": "edge_agent.simulator.opcua:OpcUaFrontend",
     "s7": "edge_agent.simulator.s7:S7Frontend",
 }
