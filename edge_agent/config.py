@@ -498,7 +498,7 @@ def _message(err: dict) -> str:
         return "required field 'protocol' missing"
     msg = err["msg"]
     msg = msg.removeprefix("Value error, ")
-    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type") and repr(err["input"]) not in msg:
         msg += f" (got {err['input']!r})"
     return msg
 
@@ -518,7 +518,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                     found, line = _locate(loc, lines)
                     problems.append(f"{source}:{line}: {_dotted(loc)}: {msg}")
                 continue
-            found, line = _locate(err["loc"], lines)
+            loc = err["loc"] + (("protocol",) if err["type"] == "union_tag_invalid" else ())
+            found, line = _locate(loc, lines)
             problems.append(f"{source}:{line}: {_dotted(found)}: {_message(err)}")
         raise ConfigError(problems) from None
 
