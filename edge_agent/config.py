@@ -245,11 +245,49 @@ class OpcUaDevice(_Device):
 
 
 class S7Device(_Device):
+    """A Siemens S7 PLC (S7-300/400/1200/1500, ISO-on-TCP). See drivers/s7/README.md."""
+
     protocol: Literal["s7"]
-    host: str
-    port: Port = 102
-    rack: Annotated[int, Field(ge=0, le=7)] = 0
-    slot: Annotated[int, Field(ge=0, le=31)] = 1
+    host: str = Field(description="IP address or host name of the CPU (or its CP)")
+    port: Port = Field(102, description="ISO-on-TCP port; 102 on every real PLC")
+    rack: Annotated[int, Field(ge=0, le=7)] = Field(0, description="rack of the CPU (0 for S7-1200/1500)")
+    slot: Annotated[int, Field(ge=0, le=31)] = Field(
+        1, description="slot of the CPU: S7-300 2, S7-400 as configured, S7-1200/1500 1 (or 0)"
+    )
+    connection_type: Literal["PG", "OP", "S7_BASIC"] = Field(
+        "PG", description="connection resource to use: PG (programming device), OP (operator panel), S7_BASIC"
+    )
+    local_tsap: Annotated[int, Field(ge=0, le=0xFFFF)] | None = Field(
+        None, description="our TSAP, e.g. 0x0100 or \"01.00\"; default 0x0100"
+    )
+    remote_tsap: Annotated[int, Field(ge=0, le=0xFFFF)] | None = Field(
+        None, description="the PLC's TSAP, e.g. 0x0301 or \"03.01\" (LOGO!, S7-200, CPs); replaces rack, slot and connection_type"
+    )
+    pdu_size: Annotated[int, Field(ge=240, le=960)] = Field(
+        480, description="PDU size to ask for; the PLC may grant less (S7-1200: 240, S7-300: 240, S7-1500: 960) and reads are planned for what it grants"
+    )
+    max_gap: Annotated[int, Field(ge=-1, le=256)] = Field(
+        32, description="merge two tags of the same area/DB into one read when at most this many unused bytes lie between them (-1: never merge)"
+    )
+    max_items: Annotated[int, Field(ge=1, le=20)] = Field(
+        20, description="variables per multi-variable read (the protocol allows 20; some CPs and LOGO! want fewer)"
+    )
+    cpu_state_interval: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = Field(
+        10.0, description="seconds between checks of the CPU's operating mode (RUN/STOP, SZL 0x0424); 0 = never check"
+    )
+
+    @field_validator("local_tsap", "remote_tsap", mode="before")
+    @classmethod
+    def _tsap(cls, value: Any) -> Any:
+        """A TSAP as an integer, `0x0301`, `0301` (hex) or `03.01` (hex bytes as TIA shows them)."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            m = re.fullmatch(r"([0-9a-f]{1,2})\.([0-9a-f]{1,2})", text)
+            try:
+                return int(m.group(1), 16) << 8 | int(m.group(2), 16) if m else int(text.removeprefix("0x"), 16)
+            except ValueError:
+                raise ValueError(f"not a TSAP: {value!r} (use e.g. 0x0301 or 03.01)") from None
+        return value
 
 
 Device = Annotated[Union[ModbusTcpDevice, ModbusRtuDevice, OpcUaDevice, S7Device], Field(discriminator="protocol")]

@@ -1,0 +1,236 @@
+"""Read planning for S7: tags in, as few request PDUs as the negotiated PDU size allows out.
+
+Pure function, so it can be tested with tables and its request count checked against
+the read jobs a real server counts.
+
+How a plan is made:
+
+1. **Ranges.** Tags of the same area and DB, sorted by byte, are merged into one
+   contiguous byte range while the gap to the next tag is at most `max_gap` bytes
+   and the range still fits one read item (PDU - 18 bytes of payload). Reading a few
+   unused bytes is cheaper than another item: an item costs 12 bytes of request,
+   4 (+1 fill) bytes of response and one of at most 20 item slots.
+2. **Requests.** Ranges are packed into multi-variable read requests (S7 "read var"
+   with up to 20 items) under both PDU budgets:
+     request  = 10 (header) + 2 + 12 per item                          <= PDU
+     response = 12 (header) + 2 + sum(4 + bytes, + 1 fill if odd and not last) <= PDU
+   Each request takes the largest range that still fits, largest first; when none
+   fits whole, a range is cut at a tag boundary to fill the request, so every request
+   but the last is full (by bytes or by items). A tag is never cut, so every value
+   comes from one item of one response (consistent), except a single value larger
+   than one item (e.g. STRING[254] with a 240-byte PDU), which is read in byte chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from drivers.s7.address import S7Address
+
+MAX_ITEMS = 20  # items per read request (S7-300/400 and snap7 limit)
+REQUEST_HEADER = 10 + 2  # job header + function code and item count
+ITEM_SPEC = 12  # address specification per item in the request
+RESPONSE_HEADER = 12 + 2  # ack-data header (with error class/code) + function code and item count
+ITEM_HEADER = 4  # return code, transport size, length per item in the response
+DEFAULT_MAX_GAP = 32
+
+
+@dataclass(slots=True)
+class Range:
+    """Contiguous bytes of one area/DB holding one or more tags."""
+
+    area: str
+    db: int
+    start: int
+    end: int
+    members: list[tuple[str, S7Address]] = field(default_factory=list)  # (tag name, address)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def block(self) -> str:
+        return f"DB{self.db}" if self.area == "DB" else self.area
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One address specification of a request: `size` bytes of `ranges[range]` from `start`."""
+
+    range: int  # index into Plan.ranges
+    area: str
+    db: int
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+@dataclass(slots=True)
+class Request:
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def request_bytes(self) -> int:
+        return REQUEST_HEADER + ITEM_SPEC * len(self.items)
+
+    @property
+    def response_bytes(self) -> int:
+        sizes = [i.size for i in self.items]
+        return RESPONSE_HEADER + sum(ITEM_HEADER + s for s in sizes) + sum(s % 2 for s in sizes[:-1])
+
+
+@dataclass(slots=True)
+class Plan:
+    pdu_size: int
+    ranges: list[Range]
+    requests: list[Request]
+
+
+def max_items(pdu_size: int, limit: int = MAX_ITEMS) -> int:
+    """Items one request may carry: the protocol limit and the request PDU budget."""
+    return max(1, min(limit, MAX_ITEMS, (pdu_size - REQUEST_HEADER) // ITEM_SPEC))
+
+
+def max_payload(pdu_size: int) -> int:
+    """Bytes one item alone may read (a single-item response filling the PDU)."""
+    return pdu_size - RESPONSE_HEADER - ITEM_HEADER
+
+
+def plan(
+    tags: Iterable[tuple[str, S7Address]],
+    pdu_size: int,
+    max_gap: int = DEFAULT_MAX_GAP,
+    item_limit: int = MAX_ITEMS,
+) -> Plan:
+    """(tag name, address) pairs -> ranges and read requests for a negotiated `pdu_size`.
+
+    `max_gap` < 0 disables merging (every tag its own range).
+    """
+    if pdu_size < RESPONSE_HEADER + ITEM_HEADER + 8:
+        raise ValueError(f"PDU size {pdu_size} is too small to read anything")
+    ranges = _ranges(tags, max_gap, max_payload(pdu_size))
+    return Plan(pdu_size, ranges, _pack(ranges, pdu_size, max_items(pdu_size, item_limit)))
+
+
+def _ranges(tags: Iterable[tuple[str, S7Address]], max_gap: int, limit: int) -> list[Range]:
+    groups: dict[tuple[str, int], list[tuple[str, S7Address]]] = {}
+    for name, addr in tags:
+        groups.setdefault((addr.area, addr.db), []).append((name, addr))
+    out: list[Range] = []
+    for (area, db), members in sorted(groups.items()):
+        members.sort(key=lambda m: (m[1].start, -m[1].end, m[0]))
+        current: Range | None = None
+        for name, addr in members:
+            if (
+                current is not None
+                and addr.start - current.end <= max_gap
+                and max(current.end, addr.end) - current.start <= limit
+            ):
+                current.end = max(current.end, addr.end)
+                current.members.append((name, addr))
+                continue
+            current = Range(area, db, addr.start, addr.end, [(name, addr)])
+            out.append(current)
+    return out
+
+
+@dataclass(slots=True)
+class _Piece:
+    """Part of a range still to be placed: a run of atoms (spans a cut may not split)."""
+
+    range: int
+    atoms: list[tuple[int, int]]  # (start, end), ascending, non-overlapping
+
+    @property
+    def start(self) -> int:
+        return self.atoms[0][0]
+
+    @property
+    def size(self) -> int:
+        return self.atoms[-1][1] - self.atoms[0][0]
+
+
+def _atoms(r: Range, limit: int) -> list[tuple[int, int]]:
+    """Spans of a range that must stay in one item: overlapping tags glued; oversize values chunked."""
+    spans: list[list[int]] = []
+    for _, addr in r.members:  # sorted by start
+        if spans and addr.start < spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], addr.end)
+        else:
+            spans.append([addr.start, addr.end])
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        while e - s > limit:  # one value bigger than an item: read in chunks (may tear)
+            out.append((s, s + limit))
+            s += limit
+        out.append((s, e))
+    return out
+
+
+def _pack(ranges: list[Range], pdu_size: int, items_per_request: int) -> list[Request]:
+    limit = max_payload(pdu_size)
+    pending: list[_Piece] = []
+    for i, r in enumerate(ranges):
+        atoms = _atoms(r, limit)
+        # a range never exceeds one item unless it is one oversize value: chunks become pieces
+        if r.size > limit:
+            pending.extend(_Piece(i, [a]) for a in atoms)
+        else:
+            pending.append(_Piece(i, atoms))
+    # largest first; ties in address order, so plans are stable
+    pending.sort(key=lambda p: (-p.size, p.range, p.start))
+
+    requests: list[Request] = []
+    while pending:
+        request = Request()
+        used = RESPONSE_HEADER  # response bytes so far, counting fill bytes of all items placed
+
+        def add(piece: _Piece) -> None:
+            nonlocal used
+            r = ranges[piece.range]
+            request.items.append(Item(piece.range, r.area, r.db, piece.start, piece.size))
+            used += ITEM_HEADER + piece.size + piece.size % 2
+
+        while len(request.items) < items_per_request and pending:
+            room = pdu_size - used - ITEM_HEADER  # payload bytes the next item may carry
+            whole = next((p for p in pending if p.size <= room), None)
+            if whole is not None:
+                pending.remove(whole)
+                add(whole)
+                continue
+            cut = _cut(pending, room)
+            if cut is None:
+                break
+            add(cut)
+        requests.append(request)
+    return requests
+
+
+def _cut(pending: list[_Piece], room: int) -> _Piece | None:
+    """Split the largest piece whose leading atoms fit `room`; the rest stays pending."""
+    for index, piece in enumerate(pending):
+        n = 0
+        while n < len(piece.atoms) and piece.atoms[n][1] - piece.start <= room:
+            n += 1
+        if 0 < n < len(piece.atoms):
+            head = _Piece(piece.range, piece.atoms[:n])
+            tail = _Piece(piece.range, piece.atoms[n:])
+            pending[index] = tail
+            pending.sort(key=lambda p: (-p.size, p.range, p.start))
+            return head
+    return None
+
+
+def lower_bound(plan_: Plan, item_limit: int = MAX_ITEMS) -> int:
+    """No plan of the same ranges can use fewer requests than this (items and bytes)."""
+    per_request = max_items(plan_.pdu_size, item_limit)
+    by_items = -(-len(plan_.ranges) // per_request)
+    limit = max_payload(plan_.pdu_size)
+    total = sum(ITEM_HEADER + sum(e - s for s, e in _atoms(r, limit)) for r in plan_.ranges)
+    by_bytes = -(-total // (plan_.pdu_size - RESPONSE_HEADER))
+    return max(by_items, by_bytes, 1 if plan_.ranges else 0)
