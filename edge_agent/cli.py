@@ -97,5 +97,52 @@ def demo(seconds: Annotated[float, typer.Option(help="stop after this long (0 = 
         raise typer.Exit(1) from None
 
 
+@app.command()
+def scan(
+    device: Annotated[str, typer.Argument(help="name of a Modbus device in the config")],
+    config: ConfigOption,
+    range_: Annotated[str, typer.Option("--range", help="registers A-B inclusive, as the device counts (0-99, 40001-40100)")],
+    unit: Annotated[int | None, typer.Option(help="unit id (default: the device's)")] = None,
+    table: Annotated[str | None, typer.Option(help="hr or ir (default hr; 3xxxx/4xxxx ranges name it)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Read a Modbus register range and print it as u16, i16, hex, ASCII and 32-bit values in each byte order."""
+    from drivers.modbus.scan import parse_range, render_json, render_text
+    from drivers.modbus.scan import scan as run_scan
+
+    cfg = _load(config)
+    dev = next((d for d in cfg.devices if d.name == device), None)
+    if dev is None or not dev.protocol.startswith("modbus"):
+        names = ", ".join(d.name for d in cfg.devices if d.protocol.startswith("modbus")) or "none"
+        typer.echo(f"edge-agent: no Modbus device {device!r} in {config} (Modbus devices: {names})", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if table is not None and table not in ("hr", "ir"):
+        typer.echo(f"edge-agent: --table must be hr or ir, not {table!r}", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        tbl, start, end = parse_range(range_, dev, table)
+    except ValueError as e:
+        typer.echo(f"edge-agent: {e}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    _logging(False)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if total > 125:
+            start_, end_ = ("\r", "" if done < total else "\n") if tty else ("", "\n")
+            sys.stderr.write(f"{start_}scanned {done}/{total} registers{end_}")
+            sys.stderr.flush()
+
+    try:
+        rows = asyncio.run(run_scan(dev, unit=dev.unit if unit is None else unit, table=tbl, start=start, end=end,
+                                    progress=progress))
+    except KeyboardInterrupt:
+        raise typer.Exit(1) from None
+    except EdgeAgentError as e:
+        typer.echo(f"edge-agent: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_json(rows) if as_json else render_text(rows))
+
+
 def main() -> None:
     app()

@@ -118,7 +118,7 @@ def _base(address: str, base: str, addressing: str, device: Any) -> tuple[str, i
             raise ValueError(f"bad Modbus address {address!r}: beyond register {MAX_ADDRESS}")
         return table, number
     if _BARE.match(base):
-        modicon = _modicon(base)
+        modicon = modicon_number(base)
         if addressing != "modicon":
             name = getattr(device, "name", "the device")
             hint = f", or write {modicon[0]}:{modicon[1]}" if isinstance(modicon, tuple) else ""
@@ -130,7 +130,7 @@ def _base(address: str, base: str, addressing: str, device: Any) -> tuple[str, i
     raise ValueError(_bad(address, addressing))
 
 
-def _modicon(digits: str) -> tuple[str, int] | str:
+def modicon_number(digits: str) -> tuple[str, int] | str:
     """`40001` -> ("hr", 0); a string says why the number is not Modicon notation."""
     if len(digits) not in (5, 6):
         return "Modicon numbers have 5 digits (40001) or 6 digits (400001)"

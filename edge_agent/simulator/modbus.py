@@ -82,11 +82,12 @@ class ModbusFrontend:
             return None
         self.requests += 1
         image = self.image(unit)[table]
-        if table in ("coil", "di"):  # bit blocks: each register packs 16 bits, bit 0 first
-            for number in range(address, address + count):
+        if table in ("coil", "di"):  # bit blocks: each register packs 16 bits, bit 0 first; count is registers
+            # the hook does not see the bit count: an invalid bit fails every read of its group of 16
+            for number in range(address // 16 * 16, (address // 16 + count) * 16):
                 if self._invalid(unit, table, number):
                     return ExcCodes.ILLEGAL_ADDRESS
-            for reg in range(address // 16, (address + count - 1) // 16 + 1):
+            for reg in range(address // 16, address // 16 + count):
                 word = 0
                 for b in range(16):
                     if image.get(reg * 16 + b):
