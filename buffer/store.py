@@ -159,24 +159,31 @@ class Buffer:
         return pages * self._page_size
 
     def _shed(self) -> None:
-        """Over the size cap: drop the oldest tenth and say exactly what in a gap event."""
+        """Over the size cap: drop the oldest tenth and say exactly what in a gap event.
+
+        Gap events themselves are never dropped (they are the record of the loss), and
+        cursors do not move: outputs simply find the dropped rows gone.
+        """
         c = self._conn
-        depth, first = c.execute("SELECT count(*), min(seq) FROM events").fetchone()
+        depth = c.execute("SELECT count(*) FROM events WHERE type != 'gap'").fetchone()[0]
+        if depth == 0:
+            return
         n = max(1, depth // 10)
-        upto = first + n - 1
+        victims = "SELECT seq FROM events WHERE type != 'gap' ORDER BY seq LIMIT ?"
         summary = c.execute(
-            "SELECT type, count(*), min(ts), max(ts), min(seq), max(seq) FROM events WHERE seq <= ? GROUP BY type",
-            (upto,),
+            f"SELECT type, count(*), min(ts), max(ts), min(seq), max(seq) FROM events WHERE seq IN ({victims}) "
+            "GROUP BY type ORDER BY min(seq)", (n,),
         ).fetchall()
         c.execute("BEGIN IMMEDIATE")
-        c.execute("DELETE FROM events WHERE seq <= ?", (upto,))
-        c.execute("UPDATE cursors SET acked_seq = max(acked_seq, ?)", (upto,))
+        c.execute(f"DELETE FROM events WHERE seq IN ({victims})", (n,))
         c.execute("COMMIT")
         dropped = [{"type": t, "count": k, "from_ts": a, "to_ts": b, "from_seq": s0, "to_seq": s1}
                    for t, k, a, b, s0, s1 in summary]
-        log.error("event=buffer_full max_bytes=%d dropped=%d first_seq=%d last_seq=%d", self.max_bytes, n, first, upto)
+        log.error("event=buffer_full max_bytes=%d dropped=%d from_seq=%d to_seq=%d",
+                  self.max_bytes, n, dropped[0]["from_seq"], dropped[-1]["to_seq"])
         self.append([NewEvent("gap", dropped[0]["from_ts"], self.gap_topic,
-                              {"schema": "edge-agent/gap/1", "type": "gap", "reason": "buffer_full", "dropped": dropped})])
+                              {"schema": "edge-agent/gap/v1", "type": "gap", "reason": "buffer_full",
+                               "dropped": dropped})])
 
     # ------------------------------------------------------------ inspection
 

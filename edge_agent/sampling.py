@@ -46,6 +46,8 @@ def next_deadline(deadline: float, interval: float, current: float) -> tuple[flo
     if deadline > current:
         return deadline, 0
     missed = int((current - deadline) // interval) + 1
+    if deadline + missed * interval <= current:  # float rounding landed exactly on "now"
+        missed += 1
     return deadline + missed * interval, missed
 
 
