@@ -138,6 +138,9 @@ class OpcUaDriver:
                 raise
             if security.is_rejection(e):
                 raise security.rejection(d, e, self.identity) from None
+            if isinstance(e, ua.UaError) and str(e).startswith("No matching endpoints"):
+                raise DeviceRejected(d.name, f"server {d.url} offers no endpoint with security "
+                                             f"{d.security_policy}/{d.effective_security_mode}") from None
             raise ConnectionLost(d.name, f"cannot connect to {d.url}: {describe(e)}") from None
         self.health.connected, self.health.last_error = True, None
         log.info("event=opcua_connected device=%s url=%s policy=%s mode=%s namespaces=%d max_nodes_per_read=%s",
