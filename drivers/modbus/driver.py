@@ -165,7 +165,7 @@ class ModbusDriver:
                         samples.extend(await self._isolate(request, e))
                         replan = True
                 else:  # device failure, busy: nothing to learn about the address map
-                    samples.extend(self._bad_samples(request, str(e)))
+                    samples.extend(self._bad_samples(request, f"unit {request.unit}: {e}"))
                 continue
             answered += 1
             if single in self._bad:

@@ -106,8 +106,8 @@ class ModbusFrontend:
             blocks = (
                 [SimData(0, values=[False] * _SPAN, datatype=DataType.BITS)],
                 [SimData(0, values=[False] * _SPAN, datatype=DataType.BITS)],
-                [SimData(0, values=[0] * _SPAN, datatype=DataType.REGISTERS)],
-                [SimData(0, values=[0] * _SPAN, datatype=DataType.REGISTERS)],
+                [SimData(0, count=_SPAN, values=[0], datatype=DataType.REGISTERS)],  # count=: fast to build
+                [SimData(0, count=_SPAN, values=[0], datatype=DataType.REGISTERS)],
             )
             devices.append(SimDevice(id=unit, simdata=blocks, action=functools.partial(self._action, unit)))
         return devices
