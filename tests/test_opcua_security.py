@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from drivers.opcua import security
 from drivers.opcua.driver import OpcUaDriver
-from edge_agent.config import Tag, parse_config
+from edge_agent.config import Tag
 from edge_agent.errors import DeviceRejected
 from edge_agent.model import DeviceStatus, Quality
 from edge_agent.sampling import run_device
@@ -161,16 +161,3 @@ async def test_server_certificate_trusted_on_first_use_then_required(secured, pk
         await OpcUaDriver(pinned, TAGS, pki_dir=pki).connect()
     await no_sessions(secured)
 
-
-def test_password_comes_from_the_environment_as_a_secret(monkeypatch):
-    monkeypatch.setenv("OPCUA_PASSWORD", "from-env")
-    cfg = parse_config("""
-plant: {site: s, area: a, line: l}
-machines: [{id: m1}]
-devices:
-  - {name: ua, protocol: opcua, url: "opc.tcp://127.0.0.1:4840", security_policy: Basic256Sha256,
-     username: operator, password: "${OPCUA_PASSWORD}"}
-""")
-    dev = cfg.devices[0]
-    assert dev.password.get_secret_value() == "from-env"
-    assert "from-env" not in repr(dev) and dev.effective_security_mode == "SignAndEncrypt"
