@@ -80,15 +80,123 @@ class Plant(_Model):
 
 
 class Signals(_Model):
-    """Which tags derivation reads for a machine (names of entries in `tags`)."""
+    """Which tags derivation reads for a machine (names of entries in `tags`).
+
+    Only `run` (or `packml_state` / `execution`) is needed for machine states and only
+    one counter for counts; every other signal refines what derivation can tell.
+    """
 
     run: str | None = Field(None, description="bool tag, true while the machine runs")
-    part_counter: str | None = Field(None, description="counter tag of produced parts")
+    part_counter: str | None = Field(None, description="counter tag of produced parts (good + scrap)")
+    good_counter: str | None = Field(None, description="counter tag of good parts")
+    scrap_counter: str | None = Field(None, description="counter tag of scrap (rejected) parts")
+    cycle_counter: str | None = Field(None, description="counter tag incremented once per machine cycle")
+    cycle_complete: str | None = Field(None, description="bool tag; each rising edge is one machine cycle")
+    fault: str | None = Field(None, description="bool tag, true while the machine is faulted (out_of_service)")
+    fault_code: str | None = Field(None, description="integer tag; non-zero means faulted (out_of_service)")
+    reason_code: str | None = Field(
+        None, description="integer tag naming why the machine stopped (see `reasons`); defaults to fault_code")
+    mode: str | None = Field(None, description="operation mode tag, mapped through `state.modes`")
+    setup: str | None = Field(None, description="bool tag, true while the machine is in setup / changeover")
+    packml_state: str | None = Field(None, description="PackML state number (0..17), mapped by state name")
+    execution: str | None = Field(None, description="MTConnect-style execution value (ACTIVE, READY, STOPPED, ...)")
+
+
+MachineState = Literal["executing", "not_executing", "setup", "out_of_service", "not_available"]
+OperationMode = Literal["processing", "setup", "maintenance", "none"]
+PackMLName = Literal["Undefined", "Clearing", "Stopped", "Starting", "Idle", "Suspended", "Execute", "Stopping",
+                     "Aborting", "Aborted", "Holding", "Held", "Unholding", "Suspending", "Unsuspending",
+                     "Resetting", "Completing", "Complete"]
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+_CLOCK = r"^([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class StateRules(_Model):
+    """How tag values become one canonical machine state (rules in edge_agent/derivation/states.py)."""
+
+    debounce: Seconds = Field(0.0, description="a state must hold this long before it is reported; "
+                              "shorter flickers count as the state before")
+    micro_stop: Seconds = Field(0.0, description="stops shorter than this are micro-stops (a performance loss), "
+                                "not downtime; 0 = every stop is downtime")
+    restart_gap: Duration = Field(60.0, description="an agent restart longer than this is reported as "
+                                  "not_available for the unobserved time; a shorter one continues the state")
+    modes: dict[str, OperationMode] = Field(
+        {}, description="value of the `mode` tag -> operation mode (processing, setup, maintenance, none); "
+        "setup means state setup, maintenance means out_of_service")
+    packml: dict[PackMLName, MachineState] = Field(
+        {}, description="overrides of the PackML state name -> machine state table")
+    execution: dict[str, MachineState] = Field(
+        {}, description="overrides of the execution value -> machine state table (keys upper case)")
+
+
+class Counters(_Model):
+    """How raw PLC counters become part counts."""
+
+    width: Literal[16, 32, 64] = Field(32, description="counter width in bits: it wraps at 2^width")
+    max_step: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="largest plausible increase between two reads; a bigger jump (or a drop that is not a "
+        "wrap) is a reset, never counted; default min(2^width / 4, 1000000)")
+
+
+class Cycles(_Model):
+    source: Literal["auto", "cycle_complete", "cycle_counter", "part_counter", "none"] = Field(
+        "auto", description="what marks a machine cycle; auto = the first configured of cycle_complete, "
+        "cycle_counter, part_counter")
+    parts_per_cycle: Annotated[int, Field(ge=1)] = Field(
+        1, description="parts per cycle when no part counter is configured")
+
+
+class Aggregates(_Model):
+    interval: Duration = Field(900.0, description="length of an aggregate; aligned to the wall clock (UTC epoch)")
+
+
+class Break(_Model):
+    start: str = Field(pattern=_CLOCK, description="local time HH:MM")
+    end: str = Field(pattern=_CLOCK, description="local time HH:MM")
+    name: str = ""
+
+
+class Shift(_Model):
+    name: str
+    start: str = Field(pattern=_CLOCK, description="local time HH:MM; a shift may run past midnight")
+    end: str = Field(pattern=_CLOCK, description="local time HH:MM")
+    days: list[Weekday] = Field(["mon", "tue", "wed", "thu", "fri"], description="days the shift starts on")
+    breaks: list[Break] = Field([], description="unplanned time inside the shift")
+
+
+class Calendar(_Model):
+    """Planned production time: shifts minus breaks, in the plant's time zone."""
+
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Berlin")
+    shifts: Annotated[list[Shift], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _check(self) -> Calendar:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        from edge_agent.derivation.calendar import check_shift
+
+        for s in self.shifts:
+            check_shift(s)
+        return self
 
 
 class Machine(_Model):
     id: Name
     signals: Signals = Signals()
+    state: StateRules = StateRules()
+    counters: Counters = Counters()
+    cycle: Cycles = Cycles()
+    ideal_cycle_time: Duration | None = Field(
+        None, description="seconds per part at rated speed (for performance/OEE); an order may override it")
+    reasons: dict[int, str] = Field({}, description="reason code -> downtime reason name (reason catalogue)")
+    aggregates: Aggregates = Aggregates()
+    calendar: Calendar | None = Field(None, description="shift calendar; none = planned around the clock")
 
 
 # ---------------------------------------------------------------- devices
@@ -379,11 +487,16 @@ class Config(_Model):
     def tags_of(self, device: str) -> list[Tag]:
         return [t for t in self.tags if t.device == device]
 
-    def topic_root(self, machine: str) -> str:
-        """`<prefix>/<site>/<area>/<line>/<machine>`: the plant hierarchy as a topic."""
+    @property
+    def line_root(self) -> str:
+        """`<prefix>/<site>/<area>/<line>`: the plant hierarchy as a topic; agent-wide topics live here."""
         prefix = self.outputs.mqtt.topic_prefix if self.outputs.mqtt else "edge"
         p = self.plant
-        return f"{prefix}/{p.site}/{p.area}/{p.line}/{machine}"
+        return f"{prefix}/{p.site}/{p.area}/{p.line}"
+
+    def topic_root(self, machine: str) -> str:
+        """`<line_root>/<machine>`: where a machine's events, state and commands live."""
+        return f"{self.line_root}/{machine}"
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -430,6 +543,25 @@ def cross_check(cfg: Config):
         for sig, tag in m.signals:
             if tag is not None and tag not in seen:
                 yield ("machines", i, "signals", sig), f"unknown tag {tag!r}{_suggest(tag, seen)}"
+        yield from _check_derivation(i, m)
+
+def _check_derivation(i: int, m: Machine):
+    """A derivation option that names a signal the machine does not have would silently do nothing."""
+    sig = m.signals
+    needs = {"cycle_complete": sig.cycle_complete, "cycle_counter": sig.cycle_counter,
+             "part_counter": sig.part_counter or sig.good_counter}
+    if m.cycle.source in needs and needs[m.cycle.source] is None:
+        yield ("machines", i, "cycle", "source"), f"cycle source {m.cycle.source!r} needs signals.{m.cycle.source}"
+    if m.reasons and sig.reason_code is None and sig.fault_code is None:
+        yield ("machines", i, "reasons"), "a reason catalogue needs signals.reason_code or signals.fault_code"
+    if m.state.modes and sig.mode is None:
+        yield ("machines", i, "state", "modes"), "state.modes needs signals.mode"
+    if m.state.packml and sig.packml_state is None:
+        yield ("machines", i, "state", "packml"), "state.packml needs signals.packml_state"
+    if m.state.execution and sig.execution is None:
+        yield ("machines", i, "state", "execution"), "state.execution needs signals.execution"
+    if sig.scrap_counter and not (sig.part_counter or sig.good_counter):
+        yield ("machines", i, "signals", "scrap_counter"), "scrap_counter needs part_counter or good_counter too"
 
 
 def _suggest(word: str, choices) -> str:

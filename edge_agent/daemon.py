@@ -52,7 +52,7 @@ class Agent:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self.buffer = AsyncBuffer(
             cfg.buffer.resolved_path(), max_bytes=cfg.buffer.max_bytes, durability=cfg.buffer.durability,
-            gap_topic=f"{self.line_root}/event/gap",
+            gap_topic=f"{cfg.line_root}/event/gap",
         )
         self.drivers = [load_driver(d.protocol)(d, cfg.tags_of(d.name)) for d in cfg.devices]
         self.outputs: list[MqttForwarder] = []
@@ -67,10 +67,6 @@ class Agent:
                     self._machines_of.setdefault(tag_device[tag], set()).add(m.id)
         self.events_stored = 0
         self.ready = asyncio.Event()
-
-    @property
-    def line_root(self) -> str:
-        return self.cfg.topic_root("x").rsplit("/", 1)[0]
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.buffer.open()
@@ -90,7 +86,7 @@ class Agent:
             self.outputs.append(MqttForwarder(
                 cfg.outputs.mqtt, self.buffer,
                 client_id=cfg.outputs.mqtt.client_id or f"edge-agent-{p.site}-{p.area}-{p.line}",
-                status_topic=f"{self.line_root}/status",
+                status_topic=f"{self.cfg.line_root}/status",
                 command_topics=[f"{cfg.topic_root(m.id)}/cmd/+" for m in cfg.machines],
                 on_command=self._on_command,
             ))

@@ -74,7 +74,7 @@ async def run_demo(seconds: float | None) -> None:
     sim = Simulation(cfg)
     for machine in sim.machines.values():
         machine.cycle_time, machine.stop_probability = 0.5, 0.08
-    root = cfg.topic_root("+").rsplit("/", 1)[0]
+    root = cfg.line_root
     print(f"edge-agent demo: simulated press on 127.0.0.1:{plc_port} (Modbus TCP), mosquitto on "
           f"127.0.0.1:{mqtt_port}, buffer {workdir / 'buffer.db'}\nevents under {root}/# as they arrive "
           f"(Ctrl-C to stop):", flush=True)
