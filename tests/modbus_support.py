@@ -96,7 +96,7 @@ class PtyPair:
     def start(self) -> None:
         socat = require_socat()
         self.proc = subprocess.Popen(
-            [socat, "-d0", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
+            [socat, f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 5
         while not (self.a.exists() and self.b.exists()):

@@ -3,7 +3,8 @@
 TCP listens on the device's host:port. RTU serves the serial port named in the
 device's `port`: run the simulator with its own config whose port is the other end
 of the line (e.g. one end of a `socat` pseudo-terminal pair, or a USB-RS485 adapter
-wired to the agent's). Every unit id named by a tag (or the device's `unit`) is served.
+wired to the agent's). Every unit id named by a tag (or the device's `unit`) is served;
+a request for any other unit gets no answer (`unanswered` counts them).
 
 The server's register image is filled from the simulation on each request (pymodbus'
 SimDevice `action` hook), so every read sees the machine as it is at that instant.
@@ -36,6 +37,8 @@ class ModbusFrontend:
         self.device, self.tags, self.sim = device, list(tags), sim
         self.addresses: dict[str, ModbusAddress] = {t.name: parse(t.address, t.type, device) for t in self.tags}
         self.requests = 0
+        self.unanswered = 0  # requests for a unit this server does not serve (left without answer)
+        self._served: set[int] = set()
         self.invalid: set[tuple] = set()  # (table, number) or (unit, table, number) answering "illegal address"
         self.values: dict[str, object] = {}  # tag name -> value overriding the simulation
         self.raw: dict[tuple, int | bool] = {}  # (unit, table, number) or (table, number) -> word/bit on the wire
@@ -100,6 +103,16 @@ class ModbusFrontend:
             registers[number - start_address] = int(image.get(number, 0))
         return None
 
+    def _drop_unknown_units(self, sending: bool, pdu):
+        """A request for a unit nobody serves gets no answer, as on a real RS-485 line.
+
+        (pymodbus' SimDevice store would answer "device failure" instead.)
+        """
+        if not sending and pdu.dev_id not in self._served:
+            self.unanswered += 1
+            return None  # the request handler skips a request without a PDU
+        return pdu
+
     def _devices(self) -> list[SimDevice]:
         devices = []
         for unit in self.units:
@@ -115,13 +128,13 @@ class ModbusFrontend:
     async def start(self) -> None:
         d = self.device
         devices = self._devices()
+        self._served = set(self.units)
         if d.protocol == "modbus_rtu":
-            # an unknown unit stays silent, as on a real RS-485 line
             self._server = ModbusSerialServer(
                 devices, framer=FramerType.RTU, port=d.port, baudrate=d.baud_rate, bytesize=d.data_bits,
-                parity=d.parity, stopbits=d.stop_bits, ignore_missing_devices=True)
+                parity=d.parity, stopbits=d.stop_bits, trace_pdu=self._drop_unknown_units)
         else:
-            self._server = ModbusTcpServer(devices, address=(d.host, d.port))
+            self._server = ModbusTcpServer(devices, address=(d.host, d.port), trace_pdu=self._drop_unknown_units)
         await self._server.serve_forever(background=True)
 
     async def stop(self) -> None:
