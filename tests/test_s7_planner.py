@@ -79,6 +79,17 @@ def test_a_range_is_cut_at_a_tag_boundary_to_fill_a_request():
     assert [r.response_bytes for r in p.requests] == [14 + 304 + 160, 14 + 304 + 148]
 
 
+def test_big_and_small_pieces_are_mixed_so_both_budgets_are_used():
+    # PDU 240: three 300-byte runs of REALs (each 220 + 80 bytes) and 45 scattered REALs.
+    # Filling request by request puts the small ones last, where 19 items per request bind: 7 requests.
+    # Spreading the big pieces first and the small ones over the roomiest requests needs 6, the bound.
+    specs = [(f"DB1.DBD{100 * i}", "REAL") for i in range(45)]
+    specs += [(f"DB{db}.DBD{4 * i}", "REAL") for db in (2, 3, 4) for i in range(75)]
+    p = plan(tags(*specs), 240)
+    assert len(p.requests) == lower_bound(p) == 6
+    assert all(len(r.items) <= 19 and r.response_bytes <= 240 for r in p.requests)
+
+
 def test_merging_stops_at_the_item_payload():
     # 60 contiguous REALs = 240 bytes; a 240-byte PDU carries 222 per item: 55 REALs, then 5
     p = plan(tags(*[(f"DB1.DBD{4 * i}", "REAL") for i in range(60)]), 240)

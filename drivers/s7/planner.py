@@ -172,43 +172,104 @@ def _atoms(r: Range, limit: int) -> list[tuple[int, int]]:
     return out
 
 
-def _pack(ranges: list[Range], pdu_size: int, items_per_request: int) -> list[Request]:
-    limit = max_payload(pdu_size)
+def _pieces(ranges: list[Range], limit: int) -> list[_Piece]:
     pending: list[_Piece] = []
     for i, r in enumerate(ranges):
         atoms = _atoms(r, limit)
-        # a range never exceeds one item unless it is one oversize value: chunks become pieces
+        # a range never exceeds one item unless it is one oversize value: its chunks become pieces
         if r.size > limit:
             pending.extend(_Piece(i, [a]) for a in atoms)
         else:
             pending.append(_Piece(i, atoms))
-    # largest first; ties in address order, so plans are stable
-    pending.sort(key=lambda p: (-p.size, p.range, p.start))
+    return pending
 
-    requests: list[Request] = []
+
+def _order(pieces: list[_Piece]) -> None:
+    """Largest first; ties in address order, so plans are stable."""
+    pieces.sort(key=lambda p: (-p.size, p.range, p.start))
+
+
+class _Bin:
+    """A request being filled: response bytes used (with fill bytes) and items."""
+
+    def __init__(self) -> None:
+        self.used = RESPONSE_HEADER
+        self.pieces: list[_Piece] = []
+
+    def room(self, pdu_size: int) -> int:
+        """Payload bytes one more item may carry (its own fill byte is not sent if it stays last)."""
+        return pdu_size - self.used - ITEM_HEADER
+
+    def add(self, piece: _Piece) -> None:
+        self.pieces.append(piece)
+        self.used += ITEM_HEADER + piece.size + piece.size % 2
+
+
+def _pack(ranges: list[Range], pdu_size: int, items_per_request: int) -> list[Request]:
+    """The fewest requests found: greedy request by request, then balanced packing into fewer if it fits."""
+    pieces = _pieces(ranges, max_payload(pdu_size))
+    best = _pack_greedy(list(pieces), pdu_size, items_per_request)
+    n = max(-(-len(pieces) // items_per_request),
+            -(-sum(ITEM_HEADER + p.size for p in pieces) // (pdu_size - RESPONSE_HEADER)))
+    while n < len(best):
+        bins = _pack_balanced(list(pieces), n, pdu_size, items_per_request)
+        if bins is not None:
+            best = bins
+            break
+        n += 1
+    return [Request([_item(ranges, p) for p in b.pieces]) for b in best]
+
+
+def _item(ranges: list[Range], piece: _Piece) -> Item:
+    r = ranges[piece.range]
+    return Item(piece.range, r.area, r.db, piece.start, piece.size)
+
+
+def _pack_greedy(pending: list[_Piece], pdu_size: int, items_per_request: int) -> list[_Bin]:
+    """Fill one request after the other: the largest piece that fits, else a piece cut to fit."""
+    _order(pending)
+    bins: list[_Bin] = []
     while pending:
-        request = Request()
-        used = RESPONSE_HEADER  # response bytes so far, counting fill bytes of all items placed
-
-        def add(piece: _Piece) -> None:
-            nonlocal used
-            r = ranges[piece.range]
-            request.items.append(Item(piece.range, r.area, r.db, piece.start, piece.size))
-            used += ITEM_HEADER + piece.size + piece.size % 2
-
-        while len(request.items) < items_per_request and pending:
-            room = pdu_size - used - ITEM_HEADER  # payload bytes the next item may carry
+        b = _Bin()
+        while len(b.pieces) < items_per_request and pending:
+            room = b.room(pdu_size)
             whole = next((p for p in pending if p.size <= room), None)
             if whole is not None:
                 pending.remove(whole)
-                add(whole)
+                b.add(whole)
                 continue
             cut = _cut(pending, room)
             if cut is None:
                 break
-            add(cut)
-        requests.append(request)
-    return requests
+            b.add(cut)
+        bins.append(b)
+    return bins
+
+
+def _pack_balanced(pending: list[_Piece], n: int, pdu_size: int, items_per_request: int) -> list[_Bin] | None:
+    """Worst-fit decreasing into exactly `n` requests (None if it does not fit).
+
+    Each piece, largest first, goes to the request with the most room left, so large
+    pieces spread out and small ones fill the rest: both budgets (bytes and items)
+    are balanced. A piece that fits nowhere whole is cut to fill the roomiest request.
+    """
+    _order(pending)
+    bins = [_Bin() for _ in range(n)]
+    while pending:
+        piece = pending[0]
+        open_bins = [b for b in bins if len(b.pieces) < items_per_request]
+        if not open_bins:
+            return None
+        roomiest = max(open_bins, key=lambda b: b.room(pdu_size))
+        if piece.size <= roomiest.room(pdu_size):
+            pending.pop(0)
+            roomiest.add(piece)
+            continue
+        cut = _cut(pending, roomiest.room(pdu_size))
+        if cut is None:
+            return None
+        roomiest.add(cut)
+    return [b for b in bins if b.pieces]
 
 
 def _cut(pending: list[_Piece], room: int) -> _Piece | None:
@@ -218,11 +279,9 @@ def _cut(pending: list[_Piece], room: int) -> _Piece | None:
         while n < len(piece.atoms) and piece.atoms[n][1] - piece.start <= room:
             n += 1
         if 0 < n < len(piece.atoms):
-            head = _Piece(piece.range, piece.atoms[:n])
-            tail = _Piece(piece.range, piece.atoms[n:])
-            pending[index] = tail
-            pending.sort(key=lambda p: (-p.size, p.range, p.start))
-            return head
+            pending[index] = _Piece(piece.range, piece.atoms[n:])
+            _order(pending)
+            return _Piece(piece.range, piece.atoms[:n])
     return None
 
 
