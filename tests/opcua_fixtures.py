@@ -87,6 +87,7 @@ class UaTestServer:
     users: Users | None = None
     trusted_clients: set[bytes] | None = None  # DER of trusted client certificates (None = trust all)
     max_nodes_per_read: int | None = None
+    decoys: bool = False  # the same identifiers in every other namespace, with value 999999
     server: Server | None = None
     nodes: dict[str, ua.NodeId] = field(default_factory=dict)
     reads: int = 0
@@ -129,6 +130,16 @@ class UaTestServer:
             if v.status:
                 await server.write_attribute_value(
                     node.nodeid, ua.DataValue(ua.Variant(v.value, vt), StatusCode=ua.StatusCode(getattr(ua.StatusCodes, v.status))))
+        if self.decoys:
+            for uri in self.namespaces:
+                if uri == NS_PRESS:
+                    continue
+                idx = (await server.get_namespace_array()).index(uri)
+                other = await server.nodes.objects.add_folder(ua.NodeId("Decoys", idx), f"{idx}:Decoys")
+                for v in self.variables:
+                    if v.data_type in ("UInt32", "Int32", "Double"):
+                        await other.add_variable(ua.NodeId(v.ident, idx), f"{idx}:{v.ident}",
+                                                 ua.Variant(999999, ua.VariantType[v.data_type]))
         if self.max_nodes_per_read is not None:
             limit = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
             await limit.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
