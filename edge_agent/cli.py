@@ -144,5 +144,35 @@ def scan(
     typer.echo(render_json(rows) if as_json else render_text(rows))
 
 
+@app.command()
+def browse(
+    device: Annotated[str, typer.Argument(help="name of an OPC UA device in the config")],
+    config: ConfigOption,
+    path: Annotated[str | None, typer.Option(help="start below this: browse names like Press/Line3, or a node id")] = None,
+    depth: Annotated[int, typer.Option(min=1, max=10, help="levels to descend")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """List an OPC UA server's objects and variables (node id with namespace URI, type, value) to pick tags."""
+    cfg = _load(config)
+    dev = next((d for d in cfg.devices if d.name == device), None)
+    if dev is None or dev.protocol != "opcua":
+        names = ", ".join(d.name for d in cfg.devices if d.protocol == "opcua") or "none"
+        typer.echo(f"edge-agent: no OPC UA device {device!r} in {config} (OPC UA devices: {names})", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    from drivers.opcua.browse import browse as run_browse
+    from drivers.opcua.browse import render_json, render_text
+
+    _logging(verbose)
+    try:
+        entries = asyncio.run(run_browse(dev, path, depth, pki_dir=cfg.buffer.resolved_path().parent / "pki"))
+    except KeyboardInterrupt:
+        raise typer.Exit(1) from None
+    except EdgeAgentError as e:
+        typer.echo(f"edge-agent: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_json(entries) if as_json else render_text(entries))
+
+
 def main() -> None:
     app()
