@@ -356,6 +356,8 @@ class Deriver:
             "order": orders.on_event(ctx), "previous_order": orders.on_event(old),
             "ideal_cycle_time": self._ideal(ctx), "target_quantity": ctx and ctx["target_quantity"]}))
         self._emit_ready(events)
+        if old is not None:
+            self._summarize(old["order"], events)
 
     def _emit_ready(self, events: list[Event]) -> None:
         for start, b in self.ledger.ready(self._fin):
@@ -364,17 +366,23 @@ class Deriver:
             events.append(self._event("aggregate", end, {
                 "start": rfc3339(start), "end": rfc3339(end), "reason": b["reason"],
                 **self._figures(b["acc"], planned, self._ideal(ctx)), "order": orders.on_event(ctx)}))
-            if ctx is None:
-                continue
-            tot = self._orders.setdefault(ctx["order"], {"planned": 0.0, "acc": new_acc()})
-            tot["planned"] += planned
-            add_acc(tot["acc"], b["acc"])
-            nxt = self.ledger.next_order()
-            if nxt is None or nxt["order"] != ctx["order"]:
-                del self._orders[ctx["order"]]
-                events.append(self._event("order_summary", end, {
-                    "start": rfc3339(ctx["since"]), "end": rfc3339(end), "target_quantity": ctx["target_quantity"],
-                    **self._figures(tot["acc"], tot["planned"], self._ideal(ctx)), "order": orders.on_event(ctx)}))
+            if ctx is not None:
+                tot = self._orders.setdefault(ctx["order"], {"planned": 0.0, "acc": new_acc(), "ctx": ctx})
+                tot["planned"] += planned
+                tot["end"] = end
+                add_acc(tot["acc"], b["acc"])
+                self._summarize(ctx["order"], events)
+
+    def _summarize(self, order_id: str, events: list[Event]) -> None:
+        """The order summary, once no pending interval belongs to the order any more."""
+        pending = [b["order"] for b in self.ledger.closed] + [self.ledger.open["order"]]
+        if order_id not in self._orders or any(c and c["order"] == order_id for c in pending):
+            return
+        tot = self._orders.pop(order_id)
+        ctx = tot["ctx"]
+        events.append(self._event("order_summary", tot["end"], {
+            "start": rfc3339(ctx["since"]), "end": rfc3339(tot["end"]), "target_quantity": ctx["target_quantity"],
+            **self._figures(tot["acc"], tot["planned"], self._ideal(ctx)), "order": orders.on_event(ctx)}))
 
     def _figures(self, acc: dict[str, Any], planned: float, ideal: float | None) -> dict[str, Any]:
         run = acc["run"] + acc["micro"]  # micro-stops are a performance loss, inside run time

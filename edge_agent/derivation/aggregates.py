@@ -86,6 +86,8 @@ class Ledger:
             if y <= x:
                 continue
             secs = self.calendar.planned(x, y)
+            if secs <= 0:
+                continue
             acc = bucket["acc"]
             if kind == "down":
                 acc["down"][key] = acc["down"].get(key, 0.0) + secs
@@ -108,6 +110,3 @@ class Ledger:
             out.append((self.start, b))
             self.start = b["end"]
         return out
-
-    def next_order(self) -> dict | None:
-        return self.closed[0]["order"] if self.closed else self.open["order"]
