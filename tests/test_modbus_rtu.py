@@ -6,13 +6,17 @@ parity is passed through to pyserial but not exercised here."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+import yaml
+
+from conftest import Collector, FrozenClock, modbus_line_config, write_config
 from drivers.modbus.driver import ModbusDriver
-from edge_agent.config import ModbusRtuDevice
+from edge_agent.config import ModbusRtuDevice, parse_config
 from edge_agent.errors import ConnectionLost
 from edge_agent.model import Quality
-from edge_agent.simulator import Simulation
+from edge_agent.simulator import Simulation, serve
 from edge_agent.simulator.modbus import ModbusFrontend
 from modbus_support import PtyPair, make_config, poll
 
@@ -117,3 +121,41 @@ async def test_rtu_missing_serial_port_fails_to_connect(tmp_path):
     driver = ModbusDriver(cfg.devices[0], cfg.tags_of("line"))
     with pytest.raises(ConnectionLost, match="no-such-tty"):
         await driver.connect()
+
+
+async def test_rtu_counts_reach_mqtt_end_to_end(line, tmp_path, broker, agent_factory):
+    """Simulated RTU PLC -> socat line -> agent process -> mosquitto: every part counted once."""
+    cfg = modbus_line_config(tmp_path, modbus_port=502, mqtt_port=broker.port)
+    cfg["devices"] = [{"name": "plc", "protocol": "modbus_rtu", "port": str(line.a), "baud_rate": 38400,
+                       "parity": "N", "stop_bits": 2, "poll_interval": "100ms", "timeout": "500ms"}]
+    sim_cfg = parse_config(yaml.safe_dump({**cfg, "devices": [{**cfg["devices"][0], "port": str(line.b)}]}))
+    clock = FrozenClock()
+    sim = Simulation(sim_cfg, clock=clock)
+    machine = sim.machines["m1"]
+    machine.cycle_time, machine.stop_probability = 0.05, 0.0
+    ready = asyncio.Event()
+    sim_task = asyncio.create_task(serve(sim_cfg, sim, ready=ready))
+    async with asyncio.timeout(10):
+        await ready.wait()
+    agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+
+    def counted() -> int:
+        ids: dict[str, dict] = {}
+        for e in collector.events("count"):
+            ids.setdefault(e["event_id"], e)
+        return sum(e["count"] for e in ids.values())
+
+    try:
+        async with Collector(broker.port) as collector:
+            agent.start()
+            await collector.wait_for(lambda: collector.events("state"), 15, "the first state event")
+            clock.run()
+            await asyncio.sleep(2.0)
+            clock.freeze()
+            assert machine.total > 20
+            await collector.wait_for(lambda: counted() >= machine.total, 15, f"{machine.total} parts")
+            assert counted() == machine.total
+        assert agent.stop() == 0
+    finally:
+        sim_task.cancel()
+        await asyncio.gather(sim_task, return_exceptions=True)

@@ -1,1 +1,1 @@
-"""Modbus TCP driver (pymodbus). Import `drivers.modbus.driver` for the client; `address` and `planner` are pure."""
+"""Modbus TCP and RTU driver (pymodbus). Import `drivers.modbus.driver` for the clients; `address` and `planner` are pure. See README.md."""
