@@ -319,20 +319,40 @@ async def test_remote_tsap_replaces_rack_and_slot(plc):
 
 
 async def test_a_peer_that_never_answers_times_out():
-    async def silent(reader, writer):
-        await reader.read(1 << 16)
-        await asyncio.sleep(10)
+    writers = []
+
+    async def silent(reader, writer):  # accepts TCP, never answers the ISO handshake
+        writers.append(writer)
+        await reader.read()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     driver = S7Driver(device(port, timeout=0.3), [tag("a", "DB1.DBW0", "INT")])
     t0 = time.monotonic()
-    with pytest.raises(ConnectionLost, match="no answer"):
-        await driver.connect()
-    assert time.monotonic() - t0 < 1.0
-    server.close()
-    for w in list(getattr(server, "_clients", [])):
-        w.close()
+    try:
+        with pytest.raises(ConnectionLost, match="no answer"):
+            await driver.connect()
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_plc_closing_the_handshake_hints_at_rack_and_slot():
+    async def refuse(reader, writer):  # what a CPU does with a connection request for a wrong rack/slot
+        await reader.read(22)
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    driver = S7Driver(device(server.sockets[0].getsockname()[1], slot=3), [tag("a", "DB1.DBW0", "INT")])
+    try:
+        with pytest.raises(ConnectionLost, match=r"\(rack 0, slot 3\).*check rack/slot \(or TSAP\)"):
+            await driver.connect()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_nothing_listening_is_connection_lost():

@@ -80,6 +80,8 @@ class S7Driver:
         except (TimeoutError, S7Error, OSError) as e:
             await _disconnect(client, d.timeout)
             why = "no answer" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+            if "closed by peer" in why:  # TCP was accepted, the ISO/S7 handshake was not
+                why += "; check rack/slot (or TSAP) and that the CPU has a free connection"
             raise ConnectionLost(d.name, f"cannot connect to {where}: {why}") from e
         if client.connection is not None:
             client.connection.timeout = d.timeout  # per-receive timeout inside the client
