@@ -138,3 +138,5 @@ async def test_scan_command_json_and_text(tmp_path):
         assert code == 2 and "same table" in err
     finally:
         await frontend.stop()
+    code, out, err = await run_cli("scan", "plc", "--config", str(path), "--range", "40001-40002")
+    assert code == 1 and f"cannot connect to 127.0.0.1:{device['port']}" in err and "Traceback" not in err
