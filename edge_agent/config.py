@@ -272,7 +272,8 @@ class OpcUaDevice(_Device):
         10, description="subscribe: changes the server keeps per node between two publishes (so counts are not lost)"
     )
     deadband: Annotated[float, Field(ge=0)] = Field(
-        0.0, description="subscribe: ignore changes of numeric tags smaller than this (0 = every change)"
+        0.0, description="subscribe: ignore changes of Float/Double tags smaller than this (0 = every change); "
+        "integer tags (counters, codes) always report every change"
     )
     deadband_type: Literal["absolute", "percent"] = Field(
         "absolute", description="absolute value, or percent of the node's EURange"
@@ -425,15 +426,21 @@ class Tag(_Model):
 
 
 class BufferConfig(_Model):
+    """The store-and-forward buffer; trade-offs in docs/buffer.md."""
+
     path: Path = Field(
         Path("buffer.db"),
         description="SQLite file; a relative path is taken from $STATE_DIRECTORY (systemd) or the working directory",
     )
     max_bytes: ByteSize = Field(256 * 1024**2, description="size cap of the buffer file")
+    max_age: Duration | None = Field(
+        30 * 86400.0, description="events older than this are dropped (named in a gap event); null = no age cap")
     durability: Literal["full", "normal"] = Field(
         "full",
         description="full: every commit is fsynced (survives power loss); normal: faster, may lose the last commits on power loss",
     )
+    memory_events: Annotated[int, Field(ge=100)] = Field(
+        100_000, description="events kept in memory while the disk refuses writes (full, read-only); beyond: shed")
 
     def resolved_path(self) -> Path:
         if self.path.is_absolute():
@@ -442,19 +449,43 @@ class BufferConfig(_Model):
 
 
 class Tls(_Model):
-    ca_file: Path | None = Field(None, description="CA bundle to verify the broker; system CAs when empty")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the server; system CAs when empty")
     cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
-    key_file: Path | None = None
+    key_file: Path | None = Field(None, description="private key of cert_file (when not in the same file)")
     insecure: bool = Field(False, description="skip server verification (test benches only)")
 
 
-class MqttOutput(_Model):
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Delivery(_Model):
+    """How an output replays a backlog: in original order, marked historical, rate limited."""
+
+    replay_rate: Annotated[float, Field(gt=0)] = Field(
+        1000.0, description="events per second sent from the backlog after an outage; live events are not limited")
+    historical_after: Duration = Field(
+        10.0, description="an event sent this long after it was stored is marked \"historical\": true")
+
+
+class MqttOutput(_Delivery):
     host: str
     port: Port | None = Field(None, description="1883, or 8883 with TLS")
+    protocol: Annotated[Literal["3.1.1", "5"], BeforeValidator(lambda v: str(v))] = Field(
+        "3.1.1", description="MQTT protocol version: 3.1.1 or 5")
     client_id: str | None = Field(None, description="defaults to edge-agent-<site>-<line>")
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: Tls | None = None
+    username: str | None = Field(None, description="user name; write it as ${ENV_VAR} to take it from the environment")
+    password: SecretStr | None = Field(None, description="password; write it as ${ENV_VAR} to keep it out of the file")
+    tls: Tls | bool | None = Field(
+        None, description="TLS settings; default: on with server verification (system CAs) unless the broker is "
+        "on loopback; false = plain TCP")
     topic_prefix: str = Field("edge", pattern=r"^[^+#]*[^/+#]$")
     keepalive: Duration = 30.0
     timeout: Duration = Field(10.0, description="seconds to wait for a connect or a PUBACK")
@@ -462,12 +493,62 @@ class MqttOutput(_Model):
     batch_size: Annotated[int, Field(ge=1)] = 500
 
     @property
+    def effective_tls(self) -> Tls | None:
+        if self.tls is None:
+            return None if _is_loopback(self.host) else Tls()
+        if isinstance(self.tls, bool):
+            return Tls() if self.tls else None
+        return self.tls
+
+    @property
     def effective_port(self) -> int:
-        return self.port or (8883 if self.tls else 1883)
+        return self.port or (8883 if self.effective_tls else 1883)
+
+
+class HttpsOutput(_Delivery):
+    """POST batches of events as JSON to a REST endpoint (MES/ERP); see docs/buffer.md."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="endpoint, e.g. https://mes.plant.example/api/events")
+    token: SecretStr | None = Field(None, description="bearer token; write it as ${ENV_VAR}")
+    tls: Tls | None = Field(None, description="CA bundle and client certificate (mTLS); system CAs when empty")
+    timeout: Duration = Field(10.0, description="seconds one POST may take")
+    batch_size: Annotated[int, Field(ge=1, le=10000)] = 200
+    retry_cap: Duration = Field(60.0, description="longest wait between two retries of a failing batch")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+            raise ValueError("use https:// (plain http is allowed only on loopback)")
+        return url
 
 
 class Outputs(_Model):
     mqtt: MqttOutput | None = None
+    https: HttpsOutput | None = None
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics over HTTP (`GET /metrics`); see docs/operations.md for the names."""
+
+    enabled: bool = Field(True, description="serve metrics; false = no listening socket at all")
+    listen: str = Field("127.0.0.1:9108", pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$",
+                        description="host:port to listen on; loopback by default (0.0.0.0 exposes it to the network)")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class StatusConfig(_Model):
+    """The local socket `edge-agent status` asks the running daemon over."""
+
+    socket: Path | None = Field(
+        None, description="unix socket path; default: next to the buffer file, <buffer>.status.sock")
 
 
 # ---------------------------------------------------------------- root
@@ -480,6 +561,8 @@ class Config(_Model):
     tags: list[Tag] = []
     buffer: BufferConfig = BufferConfig()
     outputs: Outputs = Outputs()
+    metrics: MetricsConfig = MetricsConfig()
+    status: StatusConfig = StatusConfig()
 
     def device(self, name: str) -> Device:
         return next(d for d in self.devices if d.name == name)

@@ -29,7 +29,7 @@ from asyncua.common.subscription import DataChangeNotif
 
 from drivers.base import Health
 from drivers.opcua import security
-from drivers.opcua.address import NUMERIC, NodeAddress, OpcUaAddress, parse
+from drivers.opcua.address import NodeAddress, OpcUaAddress, parse
 from drivers.opcua.values import quality_of, to_sample
 from edge_agent.config import OpcUaDevice, Tag
 from edge_agent.errors import ConnectionLost, DeviceRejected
@@ -46,6 +46,7 @@ _SESSION_DEAD = ("BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActiva
                  "BadCommunicationError", "BadTimeout", "BadNoCommunication")
 _NETWORK_ERRORS = (OSError, ConnectionError, TimeoutError, ua.UaError, asyncio.IncompleteReadError)
 
+ANALOG = ("Float", "Double")  # the deadband applies to these only: integers are counters and codes
 Deliver = Callable[[list[Sample]], Awaitable[Any]]
 
 
@@ -423,7 +424,7 @@ class OpcUaDriver:
         d = self.device
         params = ua.MonitoringParameters(ClientHandle=handle, SamplingInterval=sampling_ms, QueueSize=d.queue_size,
                                          DiscardOldest=True)
-        if d.deadband > 0 and self.addresses[name].data_type in NUMERIC:
+        if d.deadband > 0 and self.addresses[name].data_type in ANALOG:  # never deadband a counter
             params.Filter = ua.DataChangeFilter(
                 Trigger=ua.DataChangeTrigger.StatusValue,
                 DeadbandType=ua.DeadbandType.Absolute if d.deadband_type == "absolute" else ua.DeadbandType.Percent,
