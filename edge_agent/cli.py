@@ -174,5 +174,11 @@ def browse(
     typer.echo(render_json(entries) if as_json else render_text(entries))
 
 
+# technician commands: init, tags, status, service (edge_agent/cli_ops.py)
+from edge_agent.cli_ops import register as _register_ops  # noqa: E402
+
+_register_ops(app)
+
+
 def main() -> None:
     app()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,19 @@ class _Command:
 
 
 class Agent:
-    def __init__(self, cfg: Config, *, config_path: Path | None = None):
+    def __init__(self, cfg: Config, *, config_path: Path | None = None, metrics: Any = None):
         self.cfg = cfg
         self.config_path = config_path
+        self.metrics = metrics  # edge_agent.metrics.Metrics, or None
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self.buffer = AsyncBuffer(
             cfg.buffer.resolved_path(), max_bytes=cfg.buffer.max_bytes, durability=cfg.buffer.durability,
             gap_topic=f"{cfg.line_root}/event/gap",
         )
         self.drivers = [load_driver(d.protocol)(d, cfg.tags_of(d.name)) for d in cfg.devices]
+        if metrics is not None:
+            for d in self.drivers:
+                metrics.instrument(d)
         self.outputs: list[MqttForwarder] = []
         self.derivers: dict[str, Deriver] = {}
         self._persisted: dict[str, Any] = {}
@@ -67,6 +71,7 @@ class Agent:
                     self._machines_of.setdefault(tag_device[tag], set()).add(m.id)
         self.events_stored = 0
         self.ready = asyncio.Event()
+        self.last_derive = time.monotonic()  # the watchdog's proof that derivation turns over
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.buffer.open()
@@ -93,7 +98,7 @@ class Agent:
         await self.buffer.register_outputs([o.name for o in self.outputs])
         async with asyncio.TaskGroup() as tg:
             devices = [
-                tg.create_task(run_device(d, self._emit, subscribe=getattr(d.device, "mode", "poll") == "subscribe"),
+                tg.create_task(run_device(d, self._emitter(d.device.name), subscribe=getattr(d.device, "mode", "poll") == "subscribe"),
                                name=f"device:{d.device.name}")
                 for d in self.drivers
             ]
@@ -116,6 +121,16 @@ class Agent:
 
     async def _emit(self, items: list[Sample | DeviceStatus]) -> None:
         await self.queue.put(items)
+
+    def _emitter(self, device: str):
+        if self.metrics is None:
+            return self._emit
+
+        async def emit(items: list[Sample | DeviceStatus]) -> None:
+            self.metrics.sampled(device, sum(1 for x in items if isinstance(x, Sample)))
+            await self.queue.put(items)
+
+        return emit
 
     async def _tick(self) -> None:
         while True:
@@ -142,6 +157,7 @@ class Agent:
                 batch.append(self.queue.get_nowait())
             stop = any(item is _STOP for item in batch)
             await self._apply([item for item in batch if item is not _STOP])
+            self.last_derive = time.monotonic()
             if stop:
                 return
 
@@ -171,14 +187,15 @@ class Agent:
         await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
         self._persisted.update(changed)
         self.events_stored += len(events)
+        if self.metrics is not None:
+            self.metrics.committed(events)
         for o in self.outputs:
             o.wake.set()
 
 
 async def run_agent(cfg: Config, *, config_path: Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Agent(cfg, config_path=config_path).run(stop)
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the config; sd_notify, watchdog, status
+    socket and metrics around the Agent (see edge_agent/service.py)."""
+    from edge_agent.service import Supervisor
+
+    await Supervisor(cfg, config_path=config_path).run()
