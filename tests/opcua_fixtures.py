@@ -56,14 +56,17 @@ def make_cert(directory: Path, name: str, uri: str, server: bool = False) -> tup
 class Users:
     """Username/password check on the server; counts activation attempts (to spot retry storms)."""
 
-    def __init__(self, accounts: dict[str, str]):
+    def __init__(self, accounts: dict[str, str], certificates: set[bytes] | None = None):
         self.accounts = accounts
+        self.certificates = certificates if certificates is not None else set()  # DER of accepted user certificates
         self.attempts = 0
 
     def get_user(self, iserver, username=None, password=None, certificate=None):
         self.attempts += 1
         if username is not None and self.accounts.get(username) == password:
             return User(role=UserRole.User, name=username)
+        if certificate is not None and bytes(certificate) in self.certificates:
+            return User(role=UserRole.User, name="x509")
         return None
 
 
@@ -108,7 +111,7 @@ class UaTestServer:
         if self.policies is not None:
             server.set_security_policy(self.policies)
         if self.users:
-            server.set_identity_tokens([ua.UserNameIdentityToken])
+            server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
         if self.trusted_clients is not None:
             trusted = self.trusted_clients
 

@@ -161,3 +161,23 @@ async def test_server_certificate_trusted_on_first_use_then_required(secured, pk
         await OpcUaDriver(pinned, TAGS, pki_dir=pki).connect()
     await no_sessions(secured)
 
+
+
+async def test_x509_user_certificate_authentication(secured, pki, tmp_path):
+    trust_agent(secured, pki)
+    user_cert, user_key = make_cert(tmp_path, "operator", "urn:operator")
+    other_cert, other_key = make_cert(tmp_path, "stranger", "urn:stranger")
+    secured.users.certificates.add(user_cert.read_bytes())
+    x509_auth = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt"}
+    drv = OpcUaDriver(device(secured.url, **x509_auth, user_certificate=str(user_cert),
+                             user_private_key=str(user_key)), TAGS, pki_dir=pki)
+    await drv.connect()
+    try:
+        assert (await drv.read())[0].value == 42
+    finally:
+        await drv.close()
+    stranger = OpcUaDriver(device(secured.url, **x509_auth, user_certificate=str(other_cert),
+                                  user_private_key=str(other_key)), TAGS, pki_dir=pki)
+    with pytest.raises(DeviceRejected, match=r"refused user certificate .*stranger.der \(BadUserAccessDenied\)"):
+        await stranger.connect()
+    await no_sessions(secured)
