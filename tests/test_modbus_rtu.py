@@ -13,6 +13,7 @@ import yaml
 
 from conftest import Collector, FrozenClock, modbus_line_config, write_config
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.scan import scan
 from edge_agent.config import ModbusRtuDevice, parse_config
 from edge_agent.errors import ConnectionLost
 from edge_agent.model import Quality
@@ -159,3 +160,16 @@ async def test_rtu_counts_reach_mqtt_end_to_end(line, tmp_path, broker, agent_fa
     finally:
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
+
+
+async def test_scan_over_rtu(line):
+    cfg = rtu_config(line.a)
+    frontend = await start_server(cfg, line.b, Simulation(cfg, clock=Clock()))
+    frontend.raw.update({(2, "hr", 10): 0x0001, (2, "hr", 11): 0x86A0})
+    frontend.invalid.add((2, "hr", 12))
+    try:
+        rows = await scan(cfg.devices[0], unit=2, table="hr", start=10, end=13)
+    finally:
+        await frontend.stop()
+    assert [r.word for r in rows] == [1, 0x86A0, None, 0]
+    assert "illegal data address" in rows[2].error
