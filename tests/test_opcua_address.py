@@ -112,3 +112,20 @@ def test_validating_an_opcua_config_does_not_import_asyncua():
             "assert cfg.devices[0].protocol == 'opcua' and len(cfg.tags) == 1\n"
             "assert 'asyncua' not in sys.modules, 'asyncua imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_example_config_validates_and_readme_documents_every_option(monkeypatch):
+    from pathlib import Path
+
+    from edge_agent.config import OpcUaDevice, load_config
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("OPCUA_PASSWORD", "example")
+    cfg = load_config(root / "config" / "opcua-example.yaml")
+    assert {d.mode for d in cfg.devices} == {"poll", "subscribe"}
+    readme = (root / "drivers" / "opcua" / "README.md").read_text()
+    for name, field in OpcUaDevice.model_fields.items():
+        if name in ("name", "protocol"):
+            continue
+        assert f"`{name}`" in readme, f"drivers/opcua/README.md does not document {name}"
+        assert field.description, f"OpcUaDevice.{name} has no description"
