@@ -135,6 +135,17 @@ def test_string_reads_the_current_length_and_encode_wraps_integers():
     assert encode(False, parse("M0.1", "BOOL"), b"\xff") == b"\xfd"
 
 
+def test_real_is_the_shortest_decimal_of_the_same_32_bit_value():
+    addr = parse("DB1.DBD0", "REAL")
+    for value in (0.1, 23.7, -1e-7, 3.4028235e38, 16777217.0):
+        raw = struct.pack(">f", value)
+        got = decode(raw, addr)
+        assert struct.pack(">f", got) == raw  # lossless
+        assert len(repr(got)) <= len(repr(struct.unpack(">f", raw)[0]))
+    assert decode(struct.pack(">f", 0.1), addr) == 0.1
+    assert decode(struct.pack(">f", 23.7), addr) == 23.7
+
+
 def test_address_is_frozen_and_names_its_block():
     a = parse("DB7.DBW2", "INT")
     assert isinstance(a, S7Address) and a.block == "DB7" and a.end == 4 and a.text == "DB7.DBW2"

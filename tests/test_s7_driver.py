@@ -318,6 +318,37 @@ async def test_remote_tsap_replaces_rack_and_slot(plc):
         await driver.close()
 
 
+async def test_the_pdu_size_asked_for_is_negotiated(plc):
+    driver = S7Driver(device(plc.port, pdu_size=240), [tag("a", "DB1.DBW0", "INT")])
+    await driver.connect()
+    try:
+        assert driver.pdu_size == driver.read_plan.pdu_size == 240
+    finally:
+        await driver.close()
+
+
+async def test_a_plc_without_the_cpu_state_list_is_read_without_the_check():
+    import snap7
+
+    server = snap7.server.Server(log=False)  # the stock server has no SZL 0x0424
+    db = bytearray(4)
+    server.register_area(SrvArea.DB, 1, db)
+    server.start_to("127.0.0.1", 0)
+    su.set_int(db, 0, 3)
+    driver = S7Driver(device(server.server_socket.getsockname()[1], cpu_state_interval=0.01),
+                      [tag("a", "DB1.DBW0", "INT")])
+    await driver.connect()
+    try:
+        for _ in range(3):
+            assert [s.value for s in await driver.read()] == [3]
+            await asyncio.sleep(0.02)
+        assert driver.cpu_state is None and driver._state_supported is False
+        assert driver.health.requests == 4  # one failed state request, then reads only
+    finally:
+        await driver.close()
+        server.stop()
+
+
 async def test_a_peer_that_never_answers_times_out():
     writers = []
 

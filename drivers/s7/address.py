@@ -157,7 +157,19 @@ def decode(raw: bytes, addr: S7Address) -> bool | int | float | str:
         return bytes(raw[2:2 + current]).decode("latin-1")
     if addr.data_type == "CHAR":
         return bytes(raw[:1]).decode("latin-1")
-    return struct.unpack(">" + FIXED_TYPES[addr.data_type][1], bytes(raw[:addr.size]))[0]
+    value = struct.unpack(">" + FIXED_TYPES[addr.data_type][1], bytes(raw[:addr.size]))[0]
+    if addr.data_type == "REAL":
+        return _shortest_real(value, bytes(raw[:4]))
+    return value
+
+
+def _shortest_real(value: float, raw: bytes) -> float:
+    """The shortest decimal that is the same 32-bit REAL: 0.1, not 0.10000000149011612 (lossless)."""
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == raw:
+            return candidate
+    return value
 
 
 def encode(value: Any, addr: S7Address, current: bytes = b"\x00") -> bytes:
