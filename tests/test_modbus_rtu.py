@@ -1,5 +1,5 @@
 """Modbus RTU end to end: a pymodbus serial server (the simulator's RTU frontend) and the driver
-talk through a socat pseudo-terminal pair. socat is installed by scripts/ensure-socat.sh when
+talk through a socat pseudo-terminal pair. socat is installed by `make test` (scripts/ensure-system-deps.sh) when
 missing and running as root; otherwise these tests skip and say why.
 The line runs 8N2: this sandbox's pseudo-terminals refuse parity settings (EINVAL), so even/odd
 parity is passed through to pyserial but not exercised here."""
