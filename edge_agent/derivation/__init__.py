@@ -280,11 +280,11 @@ class Deriver:
                 else:
                     self.ledger.add_time(self._fin, s, "micro")
                     self.ledger.add(s, micro_stops=1)
+                    self._fin = max(self._fin, s)
                     events.append(self._event("micro_stop", ep["start"], {
                         "start": rfc3339(ep["start"]), "end": rfc3339(s), "duration": _s(s - ep["start"]),
                         "state": ep["state"], "reason_code": ep["code"]}))
                 self._episode = None
-            self._fin = max(self._fin, s)
         events.append(self._event("state", s, {
             "state": new["state"], "previous": old and old["state"], "mode": new["mode"],
             "previous_duration": None if old is None else _s(s - old["since"]), "source": new["source"]}))
