@@ -180,5 +180,15 @@ from edge_agent.cli_ops import register as _register_ops  # noqa: E402
 _register_ops(app)
 
 
+def _register_buffer(app: typer.Typer) -> None:
+    """`edge-agent buffer stats|export|purge` (edge_agent/buffer_cli.py)."""
+    from edge_agent.buffer_cli import app as buffer_app
+
+    app.add_typer(buffer_app, name="buffer")
+
+
+_register_buffer(app)
+
+
 def main() -> None:
     app()

@@ -21,6 +21,7 @@ from drivers import load_driver
 from edge_agent.config import Config
 from edge_agent.derivation import Deriver
 from edge_agent.events import to_store
+from edge_agent.forwarding.https import HttpsForwarder
 from edge_agent.forwarding.mqtt import MqttForwarder
 from edge_agent.model import DeviceStatus, Sample, now
 from edge_agent.sampling import run_device
@@ -53,13 +54,14 @@ class Agent:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self.buffer = AsyncBuffer(
             cfg.buffer.resolved_path(), max_bytes=cfg.buffer.max_bytes, durability=cfg.buffer.durability,
+            max_age=cfg.buffer.max_age, max_pending=cfg.buffer.memory_events,
             gap_topic=f"{cfg.line_root}/event/gap",
         )
         self.drivers = [load_driver(d.protocol)(d, cfg.tags_of(d.name)) for d in cfg.devices]
         if metrics is not None:
             for d in self.drivers:
                 metrics.instrument(d)
-        self.outputs: list[MqttForwarder] = []
+        self.outputs: list[MqttForwarder | HttpsForwarder] = []
         self.derivers: dict[str, Deriver] = {}
         self._persisted: dict[str, Any] = {}
         tag_device = {t.name: t.device for t in cfg.tags}
@@ -95,6 +97,9 @@ class Agent:
                 command_topics=[f"{cfg.topic_root(m.id)}/cmd/+" for m in cfg.machines],
                 on_command=self._on_command,
             ))
+        if cfg.outputs.https:  # its own cursor over the same buffer
+            p = cfg.plant
+            self.outputs.append(HttpsForwarder(cfg.outputs.https, self.buffer, line=f"{p.site}/{p.area}/{p.line}"))
         await self.buffer.register_outputs([o.name for o in self.outputs])
         async with asyncio.TaskGroup() as tg:
             devices = [

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from buffer import AsyncBuffer, Buffer, NewEvent
+from buffer import AsyncBuffer, Buffer, NewEvent, priority_of
 
 
 def ev(i: int, type_: str = "count") -> NewEvent:
@@ -58,11 +58,12 @@ def test_events_and_state_commit_together(tmp_path):
     b = Buffer(tmp_path / "b.db")
     b.register_outputs(["mqtt"])
     b.append([ev(1)], state={"m1": {"counter": 1}})
+    b._conn.execute("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.seq = 3 "
+                    "BEGIN SELECT RAISE(ABORT, 'boom'); END")
     with pytest.raises(sqlite3.IntegrityError):
-        # a duplicate seq makes the insert fail: neither the events nor the state may land
-        b.last_seq = 0
-        b.append([ev(2)], state={"m1": {"counter": 2}})
-    b.last_seq = 1
+        # the second insert fails: neither the first event nor the state may land
+        b.append([ev(2), ev(3)], state={"m1": {"counter": 2}})
+    b._conn.execute("DROP TRIGGER boom")
     assert b.state("m1") == {"counter": 1}
     assert [r.seq for r in b.read("mqtt")] == [1]
 
@@ -98,3 +99,120 @@ async def test_async_buffer_runs_off_the_event_loop(tmp_path):
     await b.ack("mqtt", rows[-1].seq)
     assert (await b.stats())["depth"] == 0
     await b.close()
+
+
+# ------------------------------------------------------------ shedding by priority, age cap
+
+
+def fill(b: Buffer, types: list[str], pad: int = 1500) -> None:
+    for i, t in enumerate(types):
+        b.append([NewEvent(t, 1000.0 + i, f"t/m/event/{t}", {"type": t, "i": i, "pad": "x" * pad})])
+
+
+def gaps(b: Buffer) -> list[dict]:
+    return [json.loads(r.payload) for r in b.read("mqtt", 100_000) if r.type == "gap"]
+
+
+def test_shedding_drops_samples_first_then_detail_then_aggregates_and_names_everything(tmp_path):
+    b = Buffer(tmp_path / "b.db", max_bytes=400_000, gap_topic="t/gap")
+    b.register_outputs(["mqtt"])
+    kinds = ["sample", "state", "aggregate", "count"] * 60  # 240 rows of ~1.6 kB, interleaved
+    fill(b, kinds)
+    left = {t: sum(1 for r in b.read("mqtt", 100_000) if r.type == t) for t in set(kinds)}
+    dropped: dict[str, int] = {}
+    for g in gaps(b):
+        assert g["reason"] == "buffer_full" and g["count"] == sum(d["count"] for d in g["dropped"])
+        for d in g["dropped"]:
+            dropped[d["type"]] = dropped.get(d["type"], 0) + d["count"]
+            assert d["from_seq"] <= d["to_seq"] and sum(b_ - a + 1 for a, b_ in d["seq_ranges"]) == d["count"]
+    assert dropped, "the cap must have been reached"
+    assert left["count"] == 60 and "count" not in dropped, "facts go last: here none had to go"
+    assert dropped.get("sample", 0) > 0
+    assert dropped.get("state", 0) > 0, "with samples gone, detail goes next"
+    # at each shed, everything stored before it with a lower priority than what it dropped was gone already
+    remaining = b.read("mqtt", 100_000)
+    for r in remaining:
+        if r.type != "gap":
+            continue
+        g = json.loads(r.payload)
+        worst = max(priority_of(d["type"]) for d in g["dropped"])
+        older_cheaper = [x for x in remaining if x.seq < r.seq and x.priority < worst]
+        assert not older_cheaper, f"gap {r.seq} dropped priority {worst} while cheaper rows remained"
+    for t in kinds[:4]:
+        assert left[t] + dropped.get(t, 0) == 60, f"every {t} is either stored or named in a gap event"
+
+
+def test_facts_are_shed_only_as_a_last_resort_and_the_gap_names_their_exact_seqs(tmp_path):
+    b = Buffer(tmp_path / "b.db", max_bytes=150_000, gap_topic="t/gap")
+    b.register_outputs(["mqtt"])
+    fill(b, ["count"] * 200)
+    remaining = sorted(r.seq for r in b.read("mqtt", 100_000) if r.type == "count")
+    named = sorted(s for g in gaps(b) for d in g["dropped"] for a, z in d["seq_ranges"] for s in range(a, z + 1))
+    counts_seqs = set(remaining) | set(named)
+    assert len(named) > 0 and not (set(remaining) & set(named))
+    gap_seqs = {r.seq for r in b.read("mqtt", 100_000) if r.type == "gap"}
+    assert counts_seqs | gap_seqs == set(range(1, b.last_seq + 1)), "every seq is a stored row or named in a gap"
+    all_counts = sorted(counts_seqs)
+    assert named == all_counts[:len(named)], "the oldest facts go first"
+
+
+def test_age_cap_drops_old_events_with_a_gap_event(tmp_path):
+    now = [10_000.0]
+    b = Buffer(tmp_path / "b.db", max_age=3600, gap_topic="t/gap", clock=lambda: now[0])
+    b.register_outputs(["mqtt"])
+    b.append([ev(i) for i in range(5)])
+    now[0] += 3000
+    b.append([ev(i, "state") for i in range(3)])
+    now[0] += 1000  # the first five are now 4000 s old, the states 1000 s
+    b.append([ev(9)])
+    g = gaps(b)
+    assert len(g) == 1 and g[0]["reason"] == "max_age"
+    assert g[0]["dropped"] == [{"type": "count", "count": 5, "from_ts": 1000.0, "to_ts": 1004.0,
+                                "from_seq": 1, "to_seq": 5, "seq_ranges": [[1, 5]]}]
+    assert [r.type for r in b.read("mqtt")] == ["state"] * 3 + ["count", "gap"]
+
+
+# ------------------------------------------------------------ out-of-order acks, dead letters, purge, export
+
+
+def test_out_of_order_acks_move_the_cursor_only_over_the_unbroken_run(tmp_path):
+    b = Buffer(tmp_path / "b.db")
+    b.register_outputs(["mqtt"])
+    b.append([ev(i) for i in range(10)])
+    b.ack_rows("mqtt", [8, 9, 10])  # live lane first
+    assert b.cursor("mqtt") == 0 and [r.seq for r in b.read("mqtt")] == [1, 2, 3, 4, 5, 6, 7]
+    b.ack_rows("mqtt", [1, 2, 3])
+    assert b.cursor("mqtt") == 3 and b.stats()["depth"] == 7
+    b.ack_rows("mqtt", [4, 5, 6, 7])
+    assert b.cursor("mqtt") == 10 and b.stats()["depth"] == 0
+    b.close()
+    again = Buffer(tmp_path / "b.db")
+    again.register_outputs(["mqtt"])
+    assert again.cursor("mqtt") == 10
+
+
+def test_dead_letters_are_kept_and_counted_and_do_not_block(tmp_path):
+    b = Buffer(tmp_path / "b.db")
+    b.register_outputs(["mqtt", "https"])
+    rows = b.append([ev(i) for i in range(4)])
+    b.dead_letter("https", rows[1:2], 422, "HTTP 422: bad field")
+    b.ack_rows("https", [1])
+    assert [r.seq for r in b.read("https")] == [3, 4]
+    s = b.stats()
+    assert s["dead_letters"] == {"https": 1} and s["metrics"]["dead_letters"] == 1
+    (dl,) = list(b.export(dead_letters=True))
+    assert dl["seq"] == 2 and dl["status"] == 422 and dl["payload"]["seq"] == 2 and "bad field" in dl["error"]
+
+
+def test_purge_records_a_gap_and_seq_continues(tmp_path):
+    b = Buffer(tmp_path / "b.db", gap_topic="t/gap")
+    b.register_outputs(["mqtt"])
+    b.append([ev(i) for i in range(3)])
+    other = Buffer(tmp_path / "b.db", gap_topic="t/gap")  # the CLI, next to the running agent
+    assert other.purge() == 3
+    other.close()
+    rows = b.append([ev(7)])  # the agent must not reuse seq 4 (the purge's gap event)
+    assert rows[0].seq == 5
+    g = gaps(b)
+    assert g[0]["reason"] == "purged" and g[0]["dropped"][0]["seq_ranges"] == [[1, 3]]
+    assert [r["seq"] for r in b.export()] == [4, 5]
