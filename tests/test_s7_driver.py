@@ -371,19 +371,38 @@ async def test_a_peer_that_never_answers_times_out():
         await server.wait_closed()
 
 
-async def test_a_plc_closing_the_handshake_hints_at_rack_and_slot():
-    async def refuse(reader, writer):  # what a CPU does with a connection request for a wrong rack/slot
-        await reader.read(22)
+@pytest.mark.parametrize(
+    ("options", "calling", "called", "where"),
+    [
+        ({"slot": 3}, 0x0100, 0x0103, "rack 0, slot 3"),  # PG connection: 0x01 << 8 | rack << 5 | slot
+        ({"rack": 1, "slot": 2, "connection_type": "OP"}, 0x0100, 0x0222, "rack 1, slot 2"),
+        ({"remote_tsap": "03.01", "local_tsap": "10.00"}, 0x1000, 0x0301, "TSAP 0301"),
+    ],
+)
+async def test_tsaps_on_the_wire_and_a_refused_handshake_hints_at_rack_and_slot(options, calling, called, where):
+    requests = []
+
+    async def refuse(reader, writer):  # records the COTP connection request, then closes like a CPU
+        tpkt = await reader.readexactly(4)  # that is asked for a rack/slot it does not have
+        requests.append(await reader.readexactly(int.from_bytes(tpkt[2:4], "big") - 4))
         writer.close()
 
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    driver = S7Driver(device(server.sockets[0].getsockname()[1], slot=3), [tag("a", "DB1.DBW0", "INT")])
+    driver = S7Driver(device(server.sockets[0].getsockname()[1], **options), [tag("a", "DB1.DBW0", "INT")])
     try:
-        with pytest.raises(ConnectionLost, match=r"\(rack 0, slot 3\).*check rack/slot \(or TSAP\)"):
+        with pytest.raises(ConnectionLost, match=rf"\({where}\).*check rack/slot \(or TSAP\)"):
             await driver.connect()
     finally:
         server.close()
         await server.wait_closed()
+    cr = requests[0]
+    assert cr[1] == 0xE0  # COTP connection request
+    params, i = {}, 7
+    while i < len(cr):
+        params[cr[i]] = cr[i + 2:i + 2 + cr[i + 1]]
+        i += 2 + cr[i + 1]
+    assert int.from_bytes(params[0xC1], "big") == calling  # calling TSAP (ours)
+    assert int.from_bytes(params[0xC2], "big") == called  # called TSAP (the PLC's)
 
 
 async def test_nothing_listening_is_connection_lost():

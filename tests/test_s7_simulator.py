@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import yaml
 
 from conftest import free_port
@@ -83,3 +84,18 @@ async def test_simulate_serves_s7_devices_of_a_config():
         await driver.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_second_simulator_on_the_same_port_is_refused_not_shared():
+    # snap7's server sets SO_REUSEPORT: without a check two servers would split the clients between them
+    cfg = config(free_port())
+    sim = Simulation(cfg)
+    first = S7Frontend(cfg.devices[0], cfg.tags, sim)
+    await first.start()
+    try:
+        with pytest.raises(OSError, match="cannot serve S7 on 127.0.0.1:.*another simulator"):
+            await S7Frontend(cfg.devices[0], cfg.tags, sim).start()
+        await first.stop()
+        await first.start()  # a restart on the same port is fine
+    finally:
+        await first.stop()

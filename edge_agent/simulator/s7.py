@@ -176,6 +176,7 @@ class S7Frontend:
         self.server = server
         self.fill()
         host = await asyncio.to_thread(socket.gethostbyname, self.device.host)
+        _check_port_free(host, self.device.port)
         await asyncio.to_thread(server.start_to, host, self.device.port)
 
     async def stop(self) -> None:
@@ -183,3 +184,15 @@ class S7Frontend:
             # stop() joins the server's threads, which may be waiting for a fill on this loop
             await asyncio.to_thread(self.server.stop)
             self.server = None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """snap7's server binds with SO_REUSEPORT, so a second simulator would silently share the port."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from a restart is fine
+        probe.bind((host, port))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot serve S7 on {host}:{port}: {e.strerror} (another simulator or PLC?)") from None
+    finally:
+        probe.close()
