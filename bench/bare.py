@@ -23,7 +23,7 @@ def emit(msg: dict) -> None:
 async def modbus(opts: dict[str, Any]) -> int:
     from pymodbus.client import AsyncModbusTcpClient
 
-    client = AsyncModbusTcpClient("127.0.0.1", port=opts["port"], timeout=1, retries=0, reconnect_delay=0)
+    client = AsyncModbusTcpClient("127.0.0.1", port=opts["port"], timeout=5, retries=0, reconnect_delay=0)
     await client.connect()
     calls = {"hr": client.read_holding_registers, "ir": client.read_input_registers,
              "coil": client.read_coils, "di": client.read_discrete_inputs}

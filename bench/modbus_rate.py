@@ -11,7 +11,7 @@ TAGS = 100
 def config(tmp, mqtt_port, info):
     machines, tags = modbus_map(TAGS, 1)
     dev = {"name": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": info["port"],
-           "poll_interval": 0.0001, "timeout": "1s"}
+           "poll_interval": 0.0001, "timeout": "5s"}
     return base_config(tmp, mqtt_port, machines=machines, devices=[dev], tags=tags)
 
 

@@ -112,6 +112,9 @@ class Base:
                 if cmd["cmd"] == "stats":
                     emit({"requests": self.requests, "values": self.values, "t": time.monotonic(),
                           "wall": time.time(), "counters": self.counters})
+                elif cmd["cmd"] == "arm":  # report the next first request again
+                    self.first_request_reported = False
+                    emit({"ok": True})
                 elif cmd["cmd"] == "set":  # {"cmd": "set", "machine": k, "value": v}
                     self.counters[cmd["machine"]] = cmd["value"]
                     await self._set(cmd["machine"])
@@ -267,6 +270,9 @@ class S7Bench(Base):
 
         self.srv = Counting(pdu_limit=int(self.opts.get("pdu", 480)))
         self.srv.register_area(SrvArea.DB, 1, self.db1)
+        self.extra = {int(db): bytearray(size) for db, size in self.opts.get("dbs", {}).items()}
+        for db, memory in self.extra.items():
+            self.srv.register_area(SrvArea.DB, db, memory)
         port = int(self.opts.get("port", 0)) or _free_port()
         await asyncio.to_thread(self.srv.start_to, "127.0.0.1", port)
         return {"port": port}
