@@ -170,13 +170,13 @@ class S7Frontend:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        host = await asyncio.to_thread(socket.gethostbyname, self.device.host)
+        _check_port_free(host, self.device.port)
         server = S7Server(before_read=self._fill_from_server_thread)
         for (area, db), memory in self.areas.items():
             server.register_area(SRV_AREAS[area], db, memory)
         self.server = server
         self.fill()
-        host = await asyncio.to_thread(socket.gethostbyname, self.device.host)
-        _check_port_free(host, self.device.port)
         await asyncio.to_thread(server.start_to, host, self.device.port)
 
     async def stop(self) -> None:
