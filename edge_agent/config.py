@@ -121,7 +121,7 @@ class StateRules(_Model):
                                 "not downtime; 0 = every stop is downtime")
     restart_gap: Duration = Field(60.0, description="an agent restart longer than this is reported as "
                                   "not_available for the unobserved time; a shorter one continues the state")
-    modes: dict[str, OperationMode] = Field(
+    modes: dict[int | str, OperationMode] = Field(
         {}, description="value of the `mode` tag -> operation mode (processing, setup, maintenance, none); "
         "setup means state setup, maintenance means out_of_service")
     packml: dict[PackMLName, MachineState] = Field(
