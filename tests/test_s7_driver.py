@@ -165,6 +165,29 @@ async def test_requests_per_poll_counted_at_the_server_match_the_plan(pdu_limit)
         p.stop()
 
 
+async def test_a_tiny_pdu_chunks_a_long_string_and_still_reads_everything():
+    p = Plc(pdu_limit=64)  # 46 bytes of payload per item, 4 items per request
+    p.start()
+    tags = [tag("text", "DB1.DBB0", "STRING[60]"), *(tag(f"w{i}", f"MW{10 * i}", "INT") for i in range(6))]
+    su.set_string(p.memory["DB1"], 0, "x" * 50 + "0123456789", 60)
+    for i in range(6):
+        su.set_int(p.memory["M"], 10 * i, -i)
+    driver = S7Driver(device(p.port), tags)
+    await driver.connect()
+    try:
+        assert driver.pdu_size == 64
+        values = {s.tag: s.value for s in await driver.read()}
+        assert values == {"text": "x" * 50 + "0123456789", **{f"w{i}": -i for i in range(6)}}
+        items = [i for r in driver.plan for i in r.items]
+        assert sorted((i.start, i.size) for i in items if i.area == "DB") == [(0, 46), (46, 16)]
+        assert all(r.request_bytes <= 64 and r.response_bytes <= 64 for r in driver.plan)
+        # the 46-byte chunk fills a request alone; the 16-byte rest, MW0..MW40 (merged) and MW50 need two more
+        assert p.read_jobs == len(driver.plan) == 3
+    finally:
+        await driver.close()
+        p.stop()
+
+
 async def test_server_restart_is_survived(plc):
     tags = [tag("count", "DB1.DBD0", "UDINT"), tag("run", "M0.0", "BOOL")]
     driver = S7Driver(device(plc.port), tags)

@@ -32,7 +32,7 @@ from drivers.base import Health, scaled
 from drivers.s7.address import S7Address, decode, parse
 from drivers.s7.planner import Item, Plan, Request, plan
 from edge_agent.config import S7Device, Tag
-from edge_agent.errors import ConnectionLost
+from edge_agent.errors import ConnectionLost, DeviceRejected
 from edge_agent.model import Quality, Sample, now
 
 log = logging.getLogger("drivers.s7")
@@ -85,9 +85,14 @@ class S7Driver:
             raise ConnectionLost(d.name, f"cannot connect to {where}: {why}") from e
         if client.connection is not None:
             client.connection.timeout = d.timeout  # per-receive timeout inside the client
+        try:
+            read_plan = plan(self.addresses.items(), client.get_pdu_length(), d.max_gap, d.max_items)
+        except ValueError as e:  # a PDU too small to carry one item: retrying will not help
+            await _disconnect(client, d.timeout)
+            raise DeviceRejected(d.name, f"{where}: {e}") from None
         self._client = client
         self.pdu_size = client.get_pdu_length()
-        self.read_plan = plan(self.addresses.items(), self.pdu_size, d.max_gap, d.max_items)
+        self.read_plan = read_plan
         self.plan = self.read_plan.requests
         self.cpu_state, self._state_supported, self._state_checked_at = None, True, float("-inf")
         log.info("event=s7_connected device=%s endpoint=%s pdu=%d requests_per_poll=%d",
@@ -137,7 +142,7 @@ class S7Driver:
                     raw = bytes(buffers[index][addr.start - r.start:addr.end - r.start])
                     samples.append(Sample(name, scaled(self._by_name[name], decode(raw, addr)), stamps[index]))
                 elif isolate and hit[2] == 0x05 and (hit[0], hit[1]) != (addr.start, addr.end):
-                    retry.append((name, addr))  # out of range inside a merged read: find which tag is
+                    retry.append((name, addr))  # out of range inside a merged read: find out which tag is
                 else:
                     why = f"{name} ({addr.text}): {hit[3]}"
                     self.health.last_error = why
