@@ -184,8 +184,11 @@ class Supervisor:
                     t.cancel()
         finally:
             if self.install_signals:
+                # everything is committed: a second SIGTERM while the process exits must not turn a
+                # clean stop into "killed by signal" (exit status -15) after the loop is gone
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+                    signal.signal(sig, signal.SIG_IGN)
             self.metrics.close()
             self.notifier.close()
             for h in handlers:
@@ -214,6 +217,8 @@ class Supervisor:
             if new_cfg is None:
                 return
             self.cfg = new_cfg
+            from edge_agent.status import secrets_of
+
             self._redact.secrets = list(dict.fromkeys(self._redact.secrets + secrets_of(new_cfg)))
             self.reloads += 1
             log.info("event=config_reloaded config=%s devices=%d tags=%d", self.config_path,
