@@ -11,10 +11,12 @@ import asyncio
 
 import pytest
 import yaml
+from asyncua import ua
 
 from conftest import Collector, FrozenClock, free_port, write_config
 from edge_agent.config import parse_config
 from edge_agent.simulator import Simulation, serve
+from opcua_fixtures import UaTestServer, Users, Var, make_cert
 
 NS = "urn:acme:press"
 
@@ -79,3 +81,36 @@ async def test_opcua_counts_arrive_exactly_once(tmp_path, broker, agent_factory,
     finally:
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
+
+
+async def test_agent_refused_by_the_server_says_so_once_without_traceback(tmp_path, broker, agent_factory,
+                                                                          monkeypatch):
+    srv = UaTestServer(namespaces=[NS], variables=[Var("Counter", "UInt32", 1)],
+                       policies=[ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
+                       certificate=make_cert(tmp_path / "server-pki", "server", "urn:freeopcua:python:server",
+                                             server=True),
+                       users=Users({"operator": "right"}))
+    await srv.start()
+    try:
+        cfg = opcua_line_config(tmp_path, opcua_port=srv.port, mqtt_port=broker.port, mode="poll")
+        cfg["devices"][0].update({"url": srv.url, "security_policy": "Basic256Sha256", "username": "operator",
+                                  "password": "${OPCUA_TEST_PASSWORD}", "pki_dir": str(tmp_path / "pki")})
+        cfg["tags"] = [{"name": "parts", "device": "press", "address": f"nsu={NS};s=Counter", "type": "UInt32"}]
+        cfg["machines"][0]["signals"] = {"part_counter": "parts"}
+        agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+        monkeypatch.setenv("OPCUA_TEST_PASSWORD", "Xy7-not-it")  # the agent process inherits it
+        agent.start()
+        deadline = asyncio.get_running_loop().time() + 20
+        while "device_unreachable" not in agent.output():
+            assert asyncio.get_running_loop().time() < deadline, agent.output()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)
+        assert agent.stop() == 0
+        out = agent.output()
+        assert out.count("device_unreachable") == 1 and "rejected=True" in out
+        assert "refused user 'operator' (BadUserAccessDenied)" in out
+        assert "Traceback" not in out and "Xy7-not-it" not in out
+        assert srv.users.attempts == 1, "no retry storm"
+        assert f"certificate={tmp_path / 'pki' / 'own' / 'edge-agent.der'}" in out, "the agent says where its certificate is"
+    finally:
+        await srv.stop()
