@@ -111,11 +111,13 @@ async def test_twenty_forced_reconnects_never_leave_a_second_session(mode):
         await srv.stop()
 
 
-async def test_a_session_the_server_forgot_is_detected_by_keepalive():
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_a_session_the_server_forgot_is_detected(mode):
+    """BadSessionIdInvalid on the next Read (poll) or on the keep-alive probe (subscribe) -> reconnect."""
     srv = UaTestServer(variables=[Var("Counter", "UInt32", 3)])
     await srv.start()
     try:
-        async with Agent(srv, "subscribe") as agent:
+        async with Agent(srv, mode) as agent:
             await agent.expect(3, 5)
             for session in list(srv.server.iserver._external_sessions.values()):
                 await session.close_session(True)  # the TCP connection stays up; the session is gone
