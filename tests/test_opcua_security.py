@@ -181,3 +181,10 @@ async def test_x509_user_certificate_authentication(secured, pki, tmp_path):
     with pytest.raises(DeviceRejected, match=r"refused user certificate .*stranger.der \(BadUserAccessDenied\)"):
         await stranger.connect()
     await no_sessions(secured)
+
+
+async def test_unreadable_user_certificate_is_a_rejection_not_a_crash(tmp_path):
+    drv = OpcUaDriver(device("opc.tcp://127.0.0.1:1", user_certificate=str(tmp_path / "missing.der"),
+                             user_private_key=str(tmp_path / "missing.pem")), TAGS, pki_dir=tmp_path)
+    with pytest.raises(DeviceRejected, match="cannot load a certificate or key"):
+        await drv.connect()

@@ -143,6 +143,10 @@ class OpcUaDriver:
                 raise DeviceRejected(d.name, f"server {d.url} offers no endpoint with security "
                                              f"{d.security_policy}/{d.effective_security_mode}") from None
             raise ConnectionLost(d.name, f"cannot connect to {d.url}: {describe(e)}") from None
+        except Exception as e:  # anything else asyncua or cryptography raises: wrapped here, once, at the edge
+            await self._abort()
+            log.debug("event=opcua_connect_error device=%s", d.name, exc_info=True)
+            raise ConnectionLost(d.name, f"cannot connect to {d.url}: {type(e).__name__}: {e}") from None
         self.health.connected, self.health.last_error = True, None
         log.info("event=opcua_connected device=%s url=%s policy=%s mode=%s namespaces=%d max_nodes_per_read=%s",
                  d.name, d.url, d.security_policy, d.effective_security_mode, len(self.namespaces),
@@ -178,6 +182,12 @@ class OpcUaDriver:
                                      f"{d.effective_security_mode}; it offers {', '.join(offered)}")
 
     async def _make_client(self, server_der: bytes | None) -> Client:
+        try:
+            return await self._build_client(server_der)
+        except (OSError, ValueError, TypeError) as e:  # unreadable or malformed certificate/key files
+            raise DeviceRejected(self.device.name, f"cannot load a certificate or key: {e}") from None
+
+    async def _build_client(self, server_der: bytes | None) -> Client:
         d = self.device
         client = Client(d.url, timeout=d.timeout, watchdog_intervall=d.keepalive)
         client.name = client.description = f"edge-agent {d.name}"
@@ -341,6 +351,9 @@ class OpcUaDriver:
             raise
         except (OSError, ConnectionError, TimeoutError, ua.UaError) as e:
             raise ConnectionLost(self.device.name, f"Read failed: {describe(e)}") from None
+        except Exception as e:  # a malformed response must not kill the device task
+            log.debug("event=opcua_read_error device=%s", self.device.name, exc_info=True)
+            raise ConnectionLost(self.device.name, f"Read failed: {type(e).__name__}: {e}") from None
         if len(values) != len(nodes):
             raise ConnectionLost(self.device.name, f"Read returned {len(values)} values for {len(nodes)} nodes")
         return values
@@ -381,6 +394,9 @@ class OpcUaDriver:
                     self.health.requests += 1
         except (OSError, ConnectionError, TimeoutError, ua.UaError) as e:
             raise ConnectionLost(d.name, f"cannot create the subscription: {describe(e)}") from None
+        except Exception as e:
+            log.debug("event=opcua_subscribe_error device=%s", d.name, exc_info=True)
+            raise ConnectionLost(d.name, f"cannot create the subscription: {type(e).__name__}: {e}") from None
         ts = now()
         initial = [Sample(n, None, ts, Quality.BAD, why) for n, why in self._unresolved.items()]
         for name, result in zip(names, results, strict=False):
