@@ -93,6 +93,7 @@ class Deriver:
             return []
         events: list[Event] = []
         t = self._begin(max(i.ts for i in items), events)
+        self.ledger.pass_time(t)  # counts at t belong to the interval holding t
         for item in items:
             if isinstance(item, DeviceStatus):
                 self._device(item)

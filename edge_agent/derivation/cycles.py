@@ -3,6 +3,7 @@
 A cycle's time is the time since the previous cycle; it is unknown (null) for the
 first cycle after a start, a restart or a loss of connection, so an outage never
 shows up as one very long cycle. Parts are those counted since the previous cycle.
+From a part counter, an increase of k parts is k / parts_per_cycle cycles.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Cycles:
         """Fields of a cycle event for this poll cycle, or None."""
         self.parts += total
         n = {"cycle_complete": self._edges, "cycle_counter": cycle_count,
-             "part_counter": 1 if total > 0 else 0}.get(self.source or "", 0)
+             "part_counter": max(1, total // self.parts_per_cycle) if total > 0 else 0}.get(self.source or "", 0)
         self._edges = 0
         if n == 0:
             return None
