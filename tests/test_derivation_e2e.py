@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import jsonschema
+import pytest
 import yaml
 
 from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
@@ -73,6 +74,13 @@ async def test_stops_micro_stops_scrap_and_an_order_change_reach_the_mes(tmp_pat
         clock.run()
         await mes.wait_for(lambda: unique(mes, "micro_stop") and len(unique(mes, "downtime")) >= 2, 30,
                            "a micro-stop and a closed downtime")
+        first_down = next(e for e in unique(mes, "downtime") if e["status"] == "closed")
+        await command(broker.port, "set_downtime_reason",
+                      {"downtime_id": first_down["downtime_id"], "reason": "no_operator"})
+        await mes.wait_for(lambda: unique(mes, "downtime_update"), 10, "the classified downtime")
+        [update] = unique(mes, "downtime_update")
+        assert (update["downtime_id"], update["reason"], update["reason_source"], update["start"]) == \
+            (first_down["downtime_id"], "no_operator", "mes", first_down["start"])
         await command(broker.port, "set_order", {"order": "4712", "article": "B-2"})
         await mes.wait_for(lambda: unique(mes, "order_summary"), 15, "the summary of order 4711")
         await asyncio.sleep(1.0)
@@ -93,7 +101,7 @@ async def test_stops_micro_stops_scrap_and_an_order_change_reach_the_mes(tmp_pat
         opened = {e["downtime_id"] for e in unique(mes, "downtime") if e["status"] == "open"}
         assert closed and {e["downtime_id"] for e in closed} <= opened
         assert all(e["duration"] >= MICRO_STOP - 0.3 for e in closed)  # poll jitter at both ends
-        assert {e["reason"] for e in closed} <= set(REASONS.values())
+        assert {e["reason"] for e in closed} <= set(REASONS.values()) | {"no_operator"}
 
         [summary] = unique(mes, "order_summary")
         assert summary["order"] == {"id": "4711", "article": "A-1", "operation": "0010"}
@@ -114,3 +122,25 @@ async def test_stops_micro_stops_scrap_and_an_order_change_reach_the_mes(tmp_pat
         assert retained[-1]["state"] == unique(mes, "state")[-1]["state"]
     assert agent.stop() == 0
     sim_task.cancel()
+
+
+@pytest.mark.xfail(reason="the daemon does not yet pass stored event ids to Deriver.remember_event_ids", strict=False)
+async def test_a_downtime_can_be_classified_by_the_event_id_the_mes_received(tmp_path, broker, agent_factory):
+    cfg = line_config(tmp_path, broker.port)
+    clock = FrozenClock()
+    machine, sim_task = await start_simulator(cfg, clock)
+    agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+    try:
+        async with Collector(broker.port) as mes:
+            agent.start()
+            await mes.wait_for(lambda: unique(mes, "state"), 15, "the first state event")
+            clock.run()
+            await mes.wait_for(lambda: unique(mes, "downtime"), 30, "a downtime")
+            clock.freeze()
+            down = unique(mes, "downtime")[0]
+            await command(broker.port, "set_downtime_reason", {"event_id": down["event_id"], "reason": "cleaning"})
+            await mes.wait_for(lambda: unique(mes, "downtime_update"), 5, "the classified downtime")
+            assert unique(mes, "downtime_update")[0]["downtime_id"] == down["downtime_id"]
+    finally:
+        agent.stop()
+        sim_task.cancel()

@@ -115,7 +115,7 @@ def test_state_time_adds_up_without_gaps_or_overlaps(polls, debounce, micro):
 
 # one poll of a counting machine: parts made since the last poll, of which scrap; a PLC reset before it;
 # an agent restart before it
-production = st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans(), st.booleans(), st.booleans())
+production = st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans(), st.booleans())
 
 
 near_top = st.one_of(st.integers(65535 - 400, 65535), st.integers(0, 65535))  # so that most examples wrap
@@ -137,7 +137,7 @@ def test_counts_are_conserved_across_wraps_resets_and_restarts(start, start_scra
     made = scrapped = resets = 0
     events = []
     t = MONDAY
-    for i, (parts, scrap, reset, restart_before, _) in enumerate(polls):
+    for i, (parts, scrap, reset, restart_before) in enumerate(polls):
         if i and restart_before:
             d = restart(d)
         main_step = parts - min(scrap, parts) if good_and_scrap else parts
