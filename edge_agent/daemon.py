@@ -14,21 +14,24 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buffer import AsyncBuffer
 from drivers import load_driver
 from edge_agent.config import Config
 from edge_agent.derivation import Deriver
 from edge_agent.events import to_store
-from edge_agent.forwarding.https import HttpsForwarder
 from edge_agent.forwarding.mqtt import MqttForwarder
 from edge_agent.model import DeviceStatus, Sample, now
 from edge_agent.sampling import run_device
 
+if TYPE_CHECKING:
+    from edge_agent.forwarding.https import HttpsForwarder
+
 log = logging.getLogger("edge_agent.daemon")
 
 TICK_SECONDS = 1.0
+STATE_FLUSH_SECONDS = 1.0
 _STOP = object()
 
 
@@ -73,6 +76,7 @@ class Agent:
                     self._machines_of.setdefault(tag_device[tag], set()).add(m.id)
         self.events_stored = 0
         self.ready = asyncio.Event()
+        self._state_flushed = float("-inf")
         self.last_derive = time.monotonic()  # the watchdog's proof that derivation turns over
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,6 +102,8 @@ class Agent:
                 on_command=self._on_command,
             ))
         if cfg.outputs.https:  # its own cursor over the same buffer
+            from edge_agent.forwarding.https import HttpsForwarder  # httpx costs ~5 MB: only when used
+
             p = cfg.plant
             self.outputs.append(HttpsForwarder(cfg.outputs.https, self.buffer, line=f"{p.site}/{p.area}/{p.line}"))
         await self.buffer.register_outputs([o.name for o in self.outputs])
@@ -161,12 +167,12 @@ class Agent:
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             stop = any(item is _STOP for item in batch)
-            await self._apply([item for item in batch if item is not _STOP])
+            await self._apply([item for item in batch if item is not _STOP], force=stop)
             self.last_derive = time.monotonic()
             if stop:
                 return
 
-    async def _apply(self, batch: list) -> None:
+    async def _apply(self, batch: list, force: bool = False) -> None:
         events = []
         for item in batch:
             if isinstance(item, list):
@@ -189,6 +195,9 @@ class Agent:
                 changed[machine] = snap
         if not events and not changed:
             return
+        if not events and not force and time.monotonic() - self._state_flushed < STATE_FLUSH_SECONDS:
+            return  # state alone (no event) is committed at most every STATE_FLUSH_SECONDS
+        self._state_flushed = time.monotonic()
         await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
         self._persisted.update(changed)
         self.events_stored += len(events)
