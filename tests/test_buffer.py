@@ -216,3 +216,47 @@ def test_purge_records_a_gap_and_seq_continues(tmp_path):
     g = gaps(b)
     assert g[0]["reason"] == "purged" and g[0]["dropped"][0]["seq_ranges"] == [[1, 3]]
     assert [r["seq"] for r in b.export()] == [4, 5]
+
+
+# ------------------------------------------------------------ edge-agent buffer stats|export|purge
+
+
+def _cli(*args: str, input: str | None = None):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "edge_agent", "buffer", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=30, input=input)
+
+
+def test_cli_stats_export_purge(tmp_path):
+    from conftest import modbus_line_config, write_config
+
+    cfg = modbus_line_config(tmp_path, modbus_port=1502, mqtt_port=1883)
+    config = str(write_config(tmp_path / "agent.yaml", cfg))
+    b = Buffer(tmp_path / "buffer.db", gap_topic="t/gap")
+    b.register_outputs(["mqtt"])
+    b.append([ev(i) for i in range(5)])
+    b.ack("mqtt", 2)
+    b.close()
+    s = json.loads(_cli("stats", "--config", config, "--json").stdout)
+    assert s["depth"] == 3 and s["cursors"] == {"mqtt": 2} and s["unacked"] == {"mqtt": 3} and s["last_seq"] == 5
+    assert s["oldest_age_s"] >= 0 and s["bytes"] > 0 and s["dead_letters"] == {}
+    human = _cli("stats", "--config", config).stdout
+    assert "depth       3 event(s)" in human and "mqtt: acked up to seq 2, 3 waiting" in human
+    export = _cli("export", "--config", config)
+    assert [json.loads(line)["seq"] for line in export.stdout.splitlines()] == [3, 4, 5]
+    assert "exported 3/3" in export.stderr
+    no = _cli("purge", "--config", config, input="n\n")
+    assert no.returncode == 1 and "nothing deleted" in no.stdout
+    assert json.loads(_cli("stats", "--config", config, "--json").stdout)["depth"] == 3
+    yes = _cli("purge", "--config", config, "--yes")
+    assert yes.returncode == 0 and "deleted 3 event(s)" in yes.stdout
+    (gap,) = [json.loads(line) for line in _cli("export", "--config", config).stdout.splitlines()]
+    assert gap["type"] == "gap" and gap["seq"] == 6 and gap["payload"]["reason"] == "purged"
+    assert gap["payload"]["dropped"][0]["seq_ranges"] == [[3, 5]]
+    missing = _cli("stats", "--config", str(write_config(tmp_path / "other.yaml", {
+        **cfg, "buffer": {"path": str(tmp_path / "nope.db")}})))
+    assert missing.returncode == 1 and "no buffer at" in missing.stderr
