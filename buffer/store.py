@@ -170,6 +170,11 @@ class Buffer:
         for name, decl in (("stored", "FLOAT NOT NULL DEFAULT 0"), ("priority", "INTEGER NOT NULL DEFAULT 1")):
             if name not in columns:  # a buffer written by an older version
                 c.execute(f"ALTER TABLE events ADD COLUMN {name} {decl}")
+                if name == "stored":  # the sample time is the best guess (the age cap reads `stored`)
+                    c.execute("UPDATE events SET stored=ts")
+                else:
+                    c.create_function("edge_priority", 1, priority_of, deterministic=True)
+                    c.execute("UPDATE events SET priority=edge_priority(type)")
         c.execute("CREATE INDEX IF NOT EXISTS events_shed ON events(priority, seq)")
         c.execute("CREATE TABLE IF NOT EXISTS meta ([key] TEXT PRIMARY KEY, [value] TEXT)")
         c.execute("CREATE TABLE IF NOT EXISTS cursors ([output] TEXT PRIMARY KEY, [acked_seq] INTEGER)")

@@ -260,3 +260,24 @@ def test_cli_stats_export_purge(tmp_path):
     missing = _cli("stats", "--config", str(write_config(tmp_path / "other.yaml", {
         **cfg, "buffer": {"path": str(tmp_path / "nope.db")}})))
     assert missing.returncode == 1 and "no buffer at" in missing.stderr
+
+
+def test_a_buffer_from_the_previous_version_is_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, type TEXT NOT NULL, ts FLOAT NOT NULL,
+                             topic TEXT NOT NULL, payload BLOB NOT NULL);
+        CREATE TABLE meta ([key] TEXT PRIMARY KEY, [value] TEXT);
+        CREATE TABLE cursors ([output] TEXT PRIMARY KEY, [acked_seq] INTEGER);
+        INSERT INTO events VALUES (7, 'e7', 'count', 1700000000.0, 't/event/count', '{"seq":7}');
+        INSERT INTO meta VALUES ('last_seq', '7');
+        INSERT INTO cursors VALUES ('mqtt', 6);
+    """)
+    con.close()
+    b = Buffer(path, max_age=3600, clock=lambda: 1700000100.0)
+    b.register_outputs(["mqtt"])
+    (row,) = b.read("mqtt")
+    assert (row.seq, row.stored, row.priority) == (7, 1700000000.0, 3)
+    assert [r.seq for r in b.append([ev(1)])] == [8]
+    assert b.stats()["depth"] == 2, "nothing is dropped by the age cap after the migration"
