@@ -220,10 +220,14 @@ def server(kind: str, **options: Any) -> LineProcess:
 class Agent:
     """`python -m edge_agent run --config ...` as its own process, measured with psutil."""
 
-    def __init__(self, config: Path, log_path: Path, *, probe_modules: Path | None = None):
+    def __init__(self, config: Path, log_path: Path, *, probe_modules: Path | None = None,
+                 probe_gc: Path | None = None):
         import psutil
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if probe_gc is not None:
+            env["BENCH_GC_OUT"] = str(probe_gc)
+            probe_modules = probe_modules or probe_gc.with_suffix(".modules")
         if probe_modules is None:
             args = [PY, "-m", "edge_agent", "run", "--config", str(config)]
         else:  # the same CLI, with a hook that writes sys.modules at exit (bench/probe.py)
