@@ -270,14 +270,19 @@ async def test_out_of_range_inside_a_merged_read_blanks_only_the_bad_tag(plc):
     await driver.connect()
     try:
         assert [(i.start, i.size) for i in driver.plan[0].items] == [(40, 28)]
-        samples = {s.tag: s for s in await driver.read()}
+        for poll in range(3):
+            su.set_int(plc.memory["DB1"], 60, 60 + poll)
+            samples = {s.tag: s for s in await driver.read()}
+            assert (samples["first"].value, samples["last_ok"].value) == (1, 60 + poll)
+            assert samples["beyond"].quality == Quality.BAD
+            assert samples["beyond"].error.startswith("beyond (DB1.DBD64): DB1 bytes 64..67 are out of range")
+            assert "Optimized block access" in samples["beyond"].error
+        # poll 1: the merged read, then the three tags alone in one multi-read; from then on the refused
+        # tag has its own item and the rest stays merged: one request per poll
+        assert [(i.start, i.size) for i in driver.plan[0].items] == [(40, 22), (64, 4)]
+        assert plc.read_jobs == 2 + 1 + 1
     finally:
         await driver.close()
-    assert (samples["first"].value, samples["last_ok"].value) == (1, 60)
-    assert samples["beyond"].quality == Quality.BAD
-    assert samples["beyond"].error.startswith("beyond (DB1.DBD64): DB1 bytes 64..67 are out of range")
-    assert "Optimized block access" in samples["beyond"].error
-    assert plc.read_jobs == 2  # the merged read, then the tags alone in one multi-read
 
 
 class RejectingServer(S7Server):

@@ -61,6 +61,13 @@ def test_plan_table(specs, pdu, max_gap, expected):
     assert len(p.requests) == lower_bound(p)
 
 
+def test_tags_named_alone_are_never_merged():
+    t = tags(("DB1.DBW0", "INT"), ("DB1.DBW2", "INT"), ("DB1.DBW4", "INT"))
+    assert shape(plan(t, 480)) == [[("DB1", 0, 6)]]
+    assert shape(plan(t, 480, alone={"t1"})) == [[("DB1", 0, 2), ("DB1", 2, 2), ("DB1", 4, 2)]]
+    assert shape(plan(t, 480, alone={"t2"})) == [[("DB1", 0, 4), ("DB1", 4, 2)]]
+
+
 def test_many_scattered_tags_fill_requests_by_item_count():
     scattered = tags(*[(f"DB1.DBD{i * 100}", "REAL") for i in range(40)])
     p480, p240 = plan(scattered, 480), plan(scattered, 240)

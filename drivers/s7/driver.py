@@ -59,6 +59,7 @@ class S7Driver:
         self._client: AsyncClient | None = None
         self._state_checked_at = float("-inf")
         self._state_supported = True
+        self._alone: set[str] = set()  # tags the PLC refused inside a merged read: read on their own
 
     # ---------------------------------------------------------------- connection
 
@@ -85,8 +86,9 @@ class S7Driver:
             raise ConnectionLost(d.name, f"cannot connect to {where}: {why}") from e
         if client.connection is not None:
             client.connection.timeout = d.timeout  # per-receive timeout inside the client
+        self._alone.clear()
         try:
-            read_plan = plan(self.addresses.items(), client.get_pdu_length(), d.max_gap, d.max_items)
+            read_plan = self._plan(client.get_pdu_length())
         except ValueError as e:  # a PDU too small to carry one item: retrying will not help
             await _disconnect(client, d.timeout)
             raise DeviceRejected(d.name, f"{where}: {e}") from None
@@ -115,11 +117,22 @@ class S7Driver:
             self.health.last_error = why
             return [Sample(t.name, None, ts, Quality.BAD, f"{t.name} ({self.addresses[t.name].text}): {why}")
                     for t in self.tags]
-        samples = await self._execute(self.read_plan, isolate=True)
+        samples, refused = await self._execute(self.read_plan, isolate=True)
+        if refused:  # from now on read them on their own, so the rest of their range reads in one item
+            self._alone |= refused
+            self.read_plan = self._plan(self.read_plan.pdu_size)
+            self.plan = self.read_plan.requests
+            log.warning("event=s7_tags_read_alone device=%s tags=%s requests_per_poll=%d",
+                        self.device.name, ",".join(sorted(refused)), len(self.plan))
         samples.sort(key=lambda s: self._order[s.tag])
         return samples
 
-    async def _execute(self, p: Plan, *, isolate: bool) -> list[Sample]:
+    def _plan(self, pdu_size: int) -> Plan:
+        d = self.device
+        return plan(self.addresses.items(), pdu_size, d.max_gap, d.max_items, alone=self._alone)
+
+    async def _execute(self, p: Plan, *, isolate: bool) -> tuple[list[Sample], set[str]]:
+        """Run a plan: the samples, and the tags that failed on their own after their merged read failed."""
         buffers = [bytearray(r.size) for r in p.ranges]
         stamps = [0.0] * len(p.ranges)
         failures: list[list[tuple[int, int, int, str]]] = [[] for _ in p.ranges]  # (start, end, code, reason)
@@ -147,10 +160,13 @@ class S7Driver:
                     why = f"{name} ({addr.text}): {hit[3]}"
                     self.health.last_error = why
                     samples.append(Sample(name, None, stamps[index], Quality.BAD, why))
+        refused: set[str] = set()
         if retry:
             single = plan(retry, p.pdu_size, max_gap=-1, item_limit=self.device.max_items)
-            samples.extend(await self._execute(single, isolate=False))
-        return samples
+            alone, _ = await self._execute(single, isolate=False)
+            refused = {s.tag for s in alone if s.quality == Quality.BAD}
+            samples.extend(alone)
+        return samples, refused
 
     async def _exchange(self, items: list[Item]) -> list[tuple[int, bytes, str]]:
         """One multi-variable read; (return code, data, reason) per item."""

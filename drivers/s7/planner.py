@@ -106,22 +106,28 @@ def plan(
     pdu_size: int,
     max_gap: int = DEFAULT_MAX_GAP,
     item_limit: int = MAX_ITEMS,
+    alone: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
     """(tag name, address) pairs -> ranges and read requests for a negotiated `pdu_size`.
 
-    `max_gap` < 0 disables merging (every tag its own range).
+    `max_gap` < 0 disables merging (every tag its own range); tags named in `alone`
+    are never merged with others (the driver puts tags there that the PLC refused).
     """
     if pdu_size < RESPONSE_HEADER + ITEM_HEADER + 8:
         raise ValueError(f"PDU size {pdu_size} is too small to read anything")
-    ranges = _ranges(tags, max_gap, max_payload(pdu_size))
+    ranges = _ranges(tags, max_gap, max_payload(pdu_size), alone)
     return Plan(pdu_size, ranges, _pack(ranges, pdu_size, max_items(pdu_size, item_limit)))
 
 
-def _ranges(tags: Iterable[tuple[str, S7Address]], max_gap: int, limit: int) -> list[Range]:
+def _ranges(tags: Iterable[tuple[str, S7Address]], max_gap: int, limit: int,
+            alone: frozenset[str] | set[str] = frozenset()) -> list[Range]:
     groups: dict[tuple[str, int], list[tuple[str, S7Address]]] = {}
-    for name, addr in tags:
-        groups.setdefault((addr.area, addr.db), []).append((name, addr))
     out: list[Range] = []
+    for name, addr in tags:
+        if name in alone:
+            out.append(Range(addr.area, addr.db, addr.start, addr.end, [(name, addr)]))
+        else:
+            groups.setdefault((addr.area, addr.db), []).append((name, addr))
     for (area, db), members in sorted(groups.items()):
         members.sort(key=lambda m: (m[1].start, -m[1].end, m[0]))
         current: Range | None = None
@@ -136,6 +142,7 @@ def _ranges(tags: Iterable[tuple[str, S7Address]], max_gap: int, limit: int) -> 
                 continue
             current = Range(area, db, addr.start, addr.end, [(name, addr)])
             out.append(current)
+    out.sort(key=lambda r: (r.area, r.db, r.start, r.end))
     return out
 
 
