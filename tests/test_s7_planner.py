@@ -64,6 +64,7 @@ def test_plan_table(specs, pdu, max_gap, expected):
 def test_tags_named_alone_are_never_merged():
     t = tags(("DB1.DBW0", "INT"), ("DB1.DBW2", "INT"), ("DB1.DBW4", "INT"))
     assert shape(plan(t, 480)) == [[("DB1", 0, 6)]]
+    # a lone tag also stops other tags from being read across its bytes
     assert shape(plan(t, 480, alone={"t1"})) == [[("DB1", 0, 2), ("DB1", 2, 2), ("DB1", 4, 2)]]
     assert shape(plan(t, 480, alone={"t2"})) == [[("DB1", 0, 4), ("DB1", 4, 2)]]
 
@@ -134,9 +135,14 @@ def tag_sets(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(tag_sets(), st.sampled_from([240, 480, 960]), st.integers(-1, 64), st.integers(1, 20))
-def test_every_plan_covers_every_tag_within_the_pdu(tagset, pdu, max_gap, item_limit):
-    p = plan(tagset, pdu, max_gap, item_limit)
+@given(tag_sets(), st.sampled_from([240, 480, 960]), st.integers(-1, 64), st.integers(1, 20),
+       st.sets(st.integers(0, 59), max_size=8))
+def test_every_plan_covers_every_tag_within_the_pdu(tagset, pdu, max_gap, item_limit, lone):
+    alone = {f"t{i}" for i in lone}
+    p = plan(tagset, pdu, max_gap, item_limit, alone=alone)
+    for rng in p.ranges:
+        if any(name in alone for name, _ in rng.members):
+            assert len(rng.members) == 1
     items = [i for r in p.requests for i in r.items]
     for r in p.requests:
         assert 1 <= len(r.items) <= max_items(pdu, item_limit)

@@ -122,20 +122,24 @@ def plan(
 def _ranges(tags: Iterable[tuple[str, S7Address]], max_gap: int, limit: int,
             alone: frozenset[str] | set[str] = frozenset()) -> list[Range]:
     groups: dict[tuple[str, int], list[tuple[str, S7Address]]] = {}
+    barriers: dict[tuple[str, int], list[tuple[int, int]]] = {}  # bytes of lone tags: no range reads across
     out: list[Range] = []
     for name, addr in tags:
         if name in alone:
             out.append(Range(addr.area, addr.db, addr.start, addr.end, [(name, addr)]))
+            barriers.setdefault((addr.area, addr.db), []).append((addr.start, addr.end))
         else:
             groups.setdefault((addr.area, addr.db), []).append((name, addr))
     for (area, db), members in sorted(groups.items()):
         members.sort(key=lambda m: (m[1].start, -m[1].end, m[0]))
+        walls = barriers.get((area, db), [])
         current: Range | None = None
         for name, addr in members:
             if (
                 current is not None
                 and addr.start - current.end <= max_gap
                 and max(current.end, addr.end) - current.start <= limit
+                and not any(s < addr.start and current.end < e for s, e in walls)
             ):
                 current.end = max(current.end, addr.end)
                 current.members.append((name, addr))
