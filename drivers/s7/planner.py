@@ -14,11 +14,17 @@ How a plan is made:
    with up to 20 items) under both PDU budgets:
      request  = 10 (header) + 2 + 12 per item                          <= PDU
      response = 12 (header) + 2 + sum(4 + bytes, + 1 fill if odd and not last) <= PDU
-   Each request takes the largest range that still fits, largest first; when none
-   fits whole, a range is cut at a tag boundary to fill the request, so every request
-   but the last is full (by bytes or by items). A tag is never cut, so every value
-   comes from one item of one response (consistent), except a single value larger
-   than one item (e.g. STRING[254] with a 240-byte PDU), which is read in byte chunks.
+   First greedily, request after request: the largest range that still fits; when
+   none fits whole, a range is cut at a tag boundary to fill the request, so every
+   request but the last is full (by bytes or by items). Then, if the bounds
+   (items / 20, bytes / PDU) leave room for fewer requests, a balanced packing into
+   that many is tried (largest pieces first, each into the request with the most
+   room left), which mixes big and small ranges so both budgets are used; the plan
+   with fewer requests wins. A tag is never cut, so every value comes from one item
+   of one response (consistent), except a single value larger than one item (e.g.
+   STRING[254] with a 240-byte PDU), which is read in byte chunks.
+3. Tags named in `alone` (refused by the PLC inside a merged read) get an item of
+   their own and no other range reads across their bytes.
 """
 
 from __future__ import annotations
