@@ -79,7 +79,8 @@ TYPES: dict[str, tuple[str, dict, list]] = {
         "source": {"type": "object", "required": ["signal", "tag", "value"],
                    "properties": {"signal": {"type": "string"}, "tag": {"type": ["string", "null"]}, "value": {},
                                   "values": {"type": "object"}},
-                   "description": "the deciding signal, its tag and raw value; values = every state signal's raw value"},
+                   "description": "the deciding signal, its tag and raw value; "
+                                  "values = every state signal's raw value"},
     }, []),
     "count": ("Parts counted in one poll cycle.", {
         "count": {**COUNT, "description": "parts (good + scrap)"}, "good": COUNT, "scrap": COUNT,

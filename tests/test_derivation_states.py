@@ -11,10 +11,6 @@ from edge_agent.derivation import Deriver
 from edge_agent.derivation.states import StateRules
 from edge_agent.model import DeviceStatus, Quality, Sample
 
-ALL = {"run": "run", "fault": "fault", "fault_code": "code", "mode": "mode", "setup": "setup",
-       "packml_state": "packml", "execution": "exe"}
-
-
 @pytest.mark.parametrize("signals, values, state, deciding", [
     ({"run": "run"}, {"run": True}, "executing", "run"),
     ({"run": "run"}, {"run": 0}, "not_executing", "run"),

@@ -220,8 +220,9 @@ class Deriver:
             self._cand = None
             self._commit(c, events)
         ep = self._episode
-        if ep is not None and ep["downtime_id"] is None and self._known() - ep["start"] >= self.machine.state.micro_stop:
-            self._open_downtime(ep["start"], events)
+        if ep is not None and ep["downtime_id"] is None and \
+                self._known() - ep["start"] >= self.machine.state.micro_stop:
+            self._open_downtime(ep["start"], events)  # long enough: not a micro-stop
         self._book()
         self._emit_ready(events)
 

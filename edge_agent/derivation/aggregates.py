@@ -96,7 +96,7 @@ class Ledger:
 
     def add(self, t: float, **counts: int) -> None:
         """Add counts (total, good, scrap, cycles, micro_stops, downtimes) to the bucket holding t."""
-        for lo, hi, bucket in self._buckets():
+        for _lo, hi, bucket in self._buckets():
             if t < hi:
                 for k, v in counts.items():
                     bucket["acc"][k] += v
