@@ -114,6 +114,17 @@ def test_fill_bytes_of_odd_items_are_counted():
     assert [len(r.items) for r in p.requests] == [16, 3]  # 14 + 16*28 - 1 = 461 <= 480 < 14 + 17*28 - 1
 
 
+def test_planning_thousands_of_tags_stays_fast():
+    import time
+
+    strings = tags(*[(f"DB{1 + i}.DBB0", "STRING[254]") for i in range(1000)])  # no two share a request
+    scattered = tags(*[(f"DB{1 + i % 50}.DBB{(i // 50) * 97}", "STRING[40]") for i in range(3000)])
+    t0 = time.perf_counter()
+    assert len(plan(strings, 480).requests) == 1000
+    assert len(plan(scattered, 240).requests) >= lower_bound(plan(scattered, 240))
+    assert time.perf_counter() - t0 < 5  # was minutes with a linear search over request counts
+
+
 # ---------------------------------------------------------------- invariants over random tag sets
 
 _TYPES = ["BOOL", "BYTE", "INT", "DINT", "REAL", "LREAL", "STRING[8]", "STRING[100]", "STRING[254]"]

@@ -88,7 +88,7 @@ class S7Driver:
             client.connection.timeout = d.timeout  # per-receive timeout inside the client
         self._alone.clear()
         try:
-            read_plan = self._plan(client.get_pdu_length())
+            read_plan = await asyncio.to_thread(self._plan, client.get_pdu_length())  # ms, but O(n log n)
         except ValueError as e:  # a PDU too small to carry one item: retrying will not help
             await _disconnect(client, d.timeout)
             raise DeviceRejected(d.name, f"{where}: {e}") from None
@@ -120,7 +120,7 @@ class S7Driver:
         samples, refused = await self._execute(self.read_plan, isolate=True)
         if refused:  # from now on read them on their own, so the rest of their range reads in one item
             self._alone |= refused
-            self.read_plan = self._plan(self.read_plan.pdu_size)
+            self.read_plan = await asyncio.to_thread(self._plan, self.read_plan.pdu_size)
             self.plan = self.read_plan.requests
             log.warning("event=s7_tags_read_alone device=%s tags=%s requests_per_poll=%d",
                         self.device.name, ",".join(sorted(refused)), len(self.plan))

@@ -29,6 +29,8 @@ How a plan is made:
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -226,14 +228,17 @@ def _pack(ranges: list[Range], pdu_size: int, items_per_request: int) -> list[Re
     """The fewest requests found: greedy request by request, then balanced packing into fewer if it fits."""
     pieces = _pieces(ranges, max_payload(pdu_size))
     best = _pack_greedy(list(pieces), pdu_size, items_per_request)
-    n = max(-(-len(pieces) // items_per_request),
-            -(-sum(ITEM_HEADER + p.size for p in pieces) // (pdu_size - RESPONSE_HEADER)))
-    while n < len(best):
+    # binary search between the bounds and the greedy count for the fewest requests a balanced packing fills
+    lo = max(-(-len(pieces) // items_per_request),
+             -(-sum(ITEM_HEADER + p.size for p in pieces) // (pdu_size - RESPONSE_HEADER)))
+    hi = len(best) - 1
+    while lo <= hi:
+        n = (lo + hi) // 2
         bins = _pack_balanced(list(pieces), n, pdu_size, items_per_request)
-        if bins is not None:
-            best = bins
-            break
-        n += 1
+        if bins is None:
+            lo = n + 1
+        else:
+            best, hi = bins, len(bins) - 1
     return [Request([_item(ranges, p) for p in b.pieces]) for b in best]
 
 
@@ -245,26 +250,28 @@ def _item(ranges: list[Range], piece: _Piece) -> Item:
 def _pack_greedy(pending: list[_Piece], pdu_size: int, items_per_request: int) -> list[_Bin]:
     """Fill one request after the other: the largest piece that fits, else a piece cut to fit."""
     _order(pending)
+    keys = [-p.size for p in pending]  # ascending, for bisect
     bins: list[_Bin] = []
     while pending:
         b = _Bin()
         while len(b.pieces) < items_per_request and pending:
             room = b.room(pdu_size)
-            whole = next((p for p in pending if p.size <= room), None)
-            if whole is not None:
-                pending.remove(whole)
-                b.add(whole)
+            index = bisect.bisect_left(keys, -room)  # the largest piece with size <= room
+            if index < len(pending):
+                keys.pop(index)
+                b.add(pending.pop(index))
                 continue
             cut = _cut(pending, room)
             if cut is None:
                 break
+            keys = [-p.size for p in pending]
             b.add(cut)
         bins.append(b)
     return bins
 
 
 def _pack_balanced(pending: list[_Piece], n: int, pdu_size: int, items_per_request: int) -> list[_Bin] | None:
-    """Worst-fit decreasing into exactly `n` requests (None if it does not fit).
+    """Worst-fit decreasing into at most `n` requests (None if it does not fit).
 
     Each piece, largest first, goes to the request with the most room left, so large
     pieces spread out and small ones fill the rest: both budgets (bytes and items)
@@ -272,20 +279,23 @@ def _pack_balanced(pending: list[_Piece], n: int, pdu_size: int, items_per_reque
     """
     _order(pending)
     bins = [_Bin() for _ in range(n)]
+    roomiest = [(-b.room(pdu_size), i) for i, b in enumerate(bins)]  # a heap of requests with free item slots
+    heapq.heapify(roomiest)
     while pending:
-        piece = pending[0]
-        open_bins = [b for b in bins if len(b.pieces) < items_per_request]
-        if not open_bins:
+        if not roomiest:
             return None
-        roomiest = max(open_bins, key=lambda b: b.room(pdu_size))
-        if piece.size <= roomiest.room(pdu_size):
-            pending.pop(0)
-            roomiest.add(piece)
-            continue
-        cut = _cut(pending, roomiest.room(pdu_size))
-        if cut is None:
-            return None
-        roomiest.add(cut)
+        b = bins[roomiest[0][1]]
+        room = b.room(pdu_size)
+        if pending[0].size <= room:
+            b.add(pending.pop(0))
+        else:
+            cut = _cut(pending, room)
+            if cut is None:
+                return None
+            b.add(cut)
+        _, i = heapq.heappop(roomiest)
+        if len(b.pieces) < items_per_request:
+            heapq.heappush(roomiest, (-b.room(pdu_size), i))
     return [b for b in bins if b.pieces]
 
 
