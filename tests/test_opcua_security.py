@@ -188,3 +188,13 @@ async def test_unreadable_user_certificate_is_a_rejection_not_a_crash(tmp_path):
                              user_private_key=str(tmp_path / "missing.pem")), TAGS, pki_dir=tmp_path)
     with pytest.raises(DeviceRejected, match="cannot load a certificate or key"):
         await drv.connect()
+
+
+async def test_devices_sharing_a_pki_dir_share_one_certificate(tmp_path):
+    devices = [device("opc.tcp://127.0.0.1:1", name=f"ua{i}", security_policy="Basic256Sha256") for i in range(4)]
+    identities = await asyncio.gather(*(security.own_identity(d, tmp_path) for d in devices))
+    assert len({i.certificate for i in identities}) == 1
+    cert = x509.load_der_x509_certificate((tmp_path / security.OWN_CERT).read_bytes())
+    key = (tmp_path / security.OWN_KEY).read_bytes()
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    assert load_pem_private_key(key, None).public_key().public_numbers() == cert.public_key().public_numbers()

@@ -47,6 +47,9 @@ _CREDENTIAL_CODES = ("BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdent
                      "BadUserSignatureInvalid")
 
 
+_LOCKS: dict[Path, asyncio.Lock] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     certificate: Path
@@ -166,8 +169,10 @@ async def own_identity(device: OpcUaDevice, pki: Path) -> Identity:
         uri = device.application_uri or _uri_of(cert) or default_application_uri()
         return Identity(device.certificate, device.private_key, uri)  # type: ignore[arg-type]
     uri = device.application_uri or default_application_uri()
+    lock = _LOCKS.setdefault(pki.resolve(), asyncio.Lock())  # several devices share one certificate
     try:
-        identity, created = await asyncio.to_thread(_ensure_own, pki, uri)
+        async with lock:
+            identity, created = await asyncio.to_thread(_ensure_own, pki, uri)
     except (OSError, ValueError) as e:
         raise DeviceRejected(device.name, f"cannot create the agent certificate in {pki}: {e}") from None
     if created:
