@@ -54,7 +54,11 @@ def run(config: ConfigOption, verbose: Annotated[bool, typer.Option("--verbose",
     """Run the agent: poll devices, derive events, buffer them, forward them."""
     from edge_agent.daemon import run_agent
 
-    cfg = _load(config)
+    try:
+        cfg = _load(config)
+    except typer.Exit:
+        typer.echo(f"event=config_error config={config} action=exit exit_code={EXIT_CONFIG}", err=True)
+        raise
     _logging(verbose)
     try:
         asyncio.run(run_agent(cfg, config_path=config))

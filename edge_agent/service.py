@@ -247,6 +247,15 @@ class Supervisor:
                 continue
             if self.stop.is_set():
                 return None
+            old = self.cfg
+            if cfg.buffer.resolved_path() != old.buffer.resolved_path():
+                # the events waiting in the old file would never be forwarded
+                log.error("event=config_rejected config=%s problems=1 first=%r action=%r", self.config_path,
+                          f"buffer.path changed from {old.buffer.resolved_path()} to {cfg.buffer.resolved_path()}",
+                          "keeps running the old config; restart the service to move the buffer")
+                continue
+            if cfg.metrics != old.metrics or cfg.status != old.status:
+                log.warning("event=config_restart_needed fields=%r", "metrics/status take effect at the next restart")
             return cfg
 
     async def _announce_ready(self, agent: Any) -> None:

@@ -133,3 +133,35 @@ async def test_sigterm_with_events_in_flight_loses_nothing(tmp_path, broker):
             if a.proc and a.proc.poll() is None:
                 a.kill()
         sim.cancel()
+
+
+async def test_sighup_that_moves_the_buffer_is_rejected(tmp_path, broker):
+    """Events waiting in the old buffer file would never be sent: moving it needs a restart."""
+    cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, metrics={"enabled": False})
+    machine, sim = await start_simulator(cfg, FrozenClock())
+    agent = agent_for(tmp_path, cfg)
+    try:
+        agent.start()
+        await agent.wait_log("event=ready", 15)
+        new = yaml.safe_load(agent.config.read_text())
+        new["buffer"]["path"] = str(tmp_path / "elsewhere.db")
+        agent.config.write_text(yaml.safe_dump(new, sort_keys=False))
+        agent.signal(signal.SIGHUP)
+        await agent.wait_log("event=config_rejected", 10)
+        assert "buffer.path changed" in agent.output() and "event=config_reloaded" not in agent.output()
+        assert not (tmp_path / "elsewhere.db").exists()
+        assert agent.stop() == 0
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()
+        sim.cancel()
+
+
+async def test_a_bad_config_at_start_exits_2_with_a_log_line(tmp_path):
+    from service_support import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("plant: {site: s, area: a, line: l}\nmachines: []\n")
+    code, out, err = await cli("run", "--config", str(bad))
+    assert code == 2  # RestartPreventExitStatus=2: systemd does not restart into the same error
+    assert f"{bad}:2: machines:" in err and f"event=config_error config={bad}" in err
