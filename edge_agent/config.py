@@ -617,7 +617,7 @@ def cross_check(cfg: Config):
             check_address(dev, t.address, t.type)
         except ValueError as e:
             field = "type" if getattr(e, "field", None) == "type" else "address"
-            yield ("tags", i, field), str(e)
+            yield ("tags", i, field), f"tag {t.name!r}: {e}"
     ids: set[str] = set()
     for i, m in enumerate(cfg.machines):
         if m.id in ids:

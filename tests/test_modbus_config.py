@@ -35,23 +35,23 @@ def problems(text: str) -> list[str]:
 
 @pytest.mark.parametrize("device, address, type_, expected", [
     ("plc", '"40001"', "uint16",
-     "plant.yaml:18: tags[0].address: bad Modbus address '40001': a bare number is the 1-based Modicon notation; "
+     "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address '40001': a bare number is the 1-based Modicon notation; "
      "set `addressing: modicon` on device plc, or write hr:0"),
     ("old", '"40000"', "uint16",
-     "plant.yaml:18: tags[0].address: bad Modbus address '40000': Modicon numbers count from 1: the first is 40001"),
-    ("old", '"20001"', "uint16", "plant.yaml:18: tags[0].address: bad Modbus address '20001': the first digit 2 names "
+     "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address '40000': Modicon numbers count from 1: the first is 40001"),
+    ("old", '"20001"', "uint16", "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address '20001': the first digit 2 names "
      "no table (0 coil, 1 discrete input, 3 input register, 4 holding register)"),
-    ("plc", "hr:9.16", "bool", "plant.yaml:18: tags[0].address: bad Modbus address 'hr:9.16': bit 16 is out of range 0-15"),
+    ("plc", "hr:9.16", "bool", "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address 'hr:9.16': bit 16 is out of range 0-15"),
     ("plc", "hr:9.3", "uint16",
-     "plant.yaml:19: tags[0].type: type 'uint16' does not fit a bit of a register (hr:9.3): use bool"),
+     "plant.yaml:19: tags[0].type: tag \'t\': type 'uint16' does not fit a bit of a register (hr:9.3): use bool"),
     ("old", '"40010"', "bool",
-     "plant.yaml:19: tags[0].type: type 'bool' on register '40010' needs a bit number, e.g. 40010.0"),
+     "plant.yaml:19: tags[0].type: tag \'t\': type 'bool' on register '40010' needs a bit number, e.g. 40010.0"),
     ("plc", "hr:0", "string[300]",
-     "plant.yaml:19: tags[0].type: type 'string[300]': a string has 1-250 characters (2 per register)"),
+     "plant.yaml:19: tags[0].type: tag \'t\': type 'string[300]': a string has 1-250 characters (2 per register)"),
     ("line", "hr:0@248", "uint16",
-     "plant.yaml:18: tags[0].address: bad Modbus address 'hr:0@248': unit id 248 is out of range 0-247"),
+     "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address 'hr:0@248': unit id 248 is out of range 0-247"),
     ("plc", "hr:65535", "float32",
-     "plant.yaml:18: tags[0].address: bad Modbus address 'hr:65535': float32 spans 2 registers, beyond register 65535"),
+     "plant.yaml:18: tags[0].address: tag \'t\': bad Modbus address 'hr:65535': float32 spans 2 registers, beyond register 65535"),
 ])
 def test_bad_tag_is_reported_with_file_line_and_field(device, address, type_, expected):
     text = HEAD + f"    device: {device}\n    address: {address}\n    type: {type_}\n"

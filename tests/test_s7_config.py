@@ -41,7 +41,7 @@ def test_bad_tag_names_file_line_and_field(address, data_type, field, message):
     with pytest.raises(ConfigError) as info:
         parse_config(text, "line7.yaml")
     assert len(info.value.problems) == 1
-    assert info.value.problems[0].startswith(f"line7.yaml:9: tags[1].{field}: {message}"), info.value.problems
+    assert info.value.problems[0].startswith(f"line7.yaml:9: tags[1].{field}: tag 'bad_tag': {message}"), info.value.problems
 
 
 def test_every_bad_tag_is_reported_at_once_on_its_own_line():
