@@ -213,3 +213,35 @@ def test_every_listing_has_json():
     for path in (["tags", "list"], ["tags", "read"], ["status"], ["service", "install"], ["service", "uninstall"]):
         result = runner.invoke(app, [*path, "--help"])
         assert "--json" in result.output, path
+
+
+@pytest.mark.parametrize("protocol", ["modbus_tcp", "opcua", "s7"])
+async def test_init_then_simulate_then_tags_read_for_every_protocol(tmp_path, protocol):
+    """The technician's first ten minutes: a starter config, the simulator on its endpoint, a live read."""
+    import asyncio
+    import os
+    import sys
+    import time
+
+    cfg = tmp_path / "config.yaml"
+    code, _, err = await cli("init", "-o", str(cfg), "--protocol", protocol, "--plc-host", "127.0.0.1",
+                             "--plc-port", str(free_port()))
+    assert code == 0, err
+    log = open(tmp_path / "sim.log", "wb")
+    sim = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent", "simulate", "--config", str(cfg),
+                                               cwd=ROOT, stdout=log, stderr=log, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 20
+        while b"event=simulator_listening" not in (tmp_path / "sim.log").read_bytes():
+            assert sim.returncode is None and time.monotonic() < deadline, (tmp_path / "sim.log").read_text()
+            await asyncio.sleep(0.1)
+        code, out, err = await cli("tags", "read", "--config", str(cfg), "--json")
+        assert code == 0, (out, err)
+        rows = {r["name"]: r for r in json.loads(out)}
+        assert set(rows) == {"running", "parts"}
+        assert all(r["quality"] == "good" and r["read_at"].endswith("Z") for r in rows.values()), rows
+        assert isinstance(rows["running"]["value"], bool) and isinstance(rows["parts"]["value"], int)
+    finally:
+        sim.terminate()
+        await sim.wait()
+        log.close()
