@@ -149,6 +149,8 @@ class Cycles(_Model):
 
 class Aggregates(_Model):
     interval: Duration = Field(900.0, description="length of an aggregate; aligned to the wall clock (UTC epoch)")
+    at_shift_change: bool = Field(True, description="also end an aggregate where a shift of the calendar "
+                                  "starts or ends, so aggregates add up to shift reports")
 
 
 class Break(_Model):

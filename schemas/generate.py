@@ -102,8 +102,8 @@ TYPES: dict[str, tuple[str, dict, list]] = {
     "micro_stop": ("A stop shorter than the micro-stop threshold (ts = start).", {
         "start": TS, "end": TS, "duration": SECONDS, "state": {"enum": STOPS}, "reason_code": CODE,
     }, []),
-    "aggregate": ("Figures of one interval (ts = end): wall-clock aligned, or cut by an order change.", {
-        "start": TS, "end": TS, "reason": {"enum": ["interval", "order_change"]}, **FIGURES,
+    "aggregate": ("Figures of one interval (ts = end): wall-clock aligned, cut at shift start/end and order changes.", {
+        "start": TS, "end": TS, "reason": {"enum": ["interval", "shift", "order_change"]}, **FIGURES,
     }, []),
     "order": ("The order context changed (set_order).", {
         "previous_order": ORDER, "ideal_cycle_time": {"type": ["number", "null"]},

@@ -76,3 +76,25 @@ def test_config_errors_name_the_field(extra, message):
         parse_config(config(extra), "plant.yaml")
     assert any(message in p for p in e.value.problems), e.value.problems
     assert all(p.startswith("plant.yaml:") for p in e.value.problems)
+
+
+def test_aggregates_also_end_at_shift_start_and_end():
+    from derivation_support import machine, of, samples
+    from edge_agent.derivation import Deriver
+
+    m = machine(aggregates={"interval": "1h"}, calendar={"timezone": "Europe/Berlin", "shifts": [
+        {"name": "early", "start": "06:30", "end": "14:30", "breaks": [{"start": "09:00", "end": "09:30"}]}]})
+    d = Deriver(m)
+    out = []
+    t = at(2026, 11, 23, 5, 50)
+    while t < at(2026, 11, 23, 15, 10):
+        out += d.step(samples(t, run=True, parts=0)) + d.tick(t + 1)
+        t += 60
+    aggs = [(datetime.fromisoformat(e.fields["start"]).astimezone(BERLIN).strftime("%H:%M"),
+             datetime.fromisoformat(e.fields["end"]).astimezone(BERLIN).strftime("%H:%M"),
+             e.fields["reason"], e.fields["planned_time"]) for e in of(out, "aggregate")]
+    assert aggs[:3] == [("05:00", "06:00", "interval", 0), ("06:00", "06:30", "shift", 0),
+                        ("06:30", "07:00", "interval", 1800)]
+    assert ("09:00", "10:00", "interval", 1800) in aggs
+    assert aggs[-2:] == [("14:00", "14:30", "shift", 1800), ("14:30", "15:00", "interval", 0)]
+    assert sum(a[3] for a in aggs) == 7.5 * 3600

@@ -72,7 +72,8 @@ class Deriver:
         self.counters = Counters(machine, s.get("counters"))
         self.cycles = Cycles(machine, s.get("cycles"))
         self.downtimes = Downtimes(machine.id, s.get("downtimes"))
-        self.ledger = Ledger(machine.aggregates.interval, self.calendar, s.get("ledger"))
+        self.ledger = Ledger(machine.aggregates.interval, self.calendar, s.get("ledger"),
+                             at_shifts=machine.aggregates.at_shift_change)
         if state and "v" not in state and state.get("counter") is not None and self.counters.primary:
             self.counters.last[self.counters.primary] = int(state["counter"])  # snapshot of the minimal deriver
 

@@ -31,36 +31,43 @@ def add_acc(into: dict[str, Any], acc: dict[str, Any]) -> None:
 
 
 class Ledger:
-    def __init__(self, interval: float, calendar, state: dict[str, Any] | None = None):
-        self.interval, self.calendar = interval, calendar
+    def __init__(self, interval: float, calendar, state: dict[str, Any] | None = None, *, at_shifts: bool = True):
+        self.interval, self.calendar, self.at_shifts = interval, calendar, at_shifts
         s = state or {}
         self.start: float | None = s.get("start")  # start of the oldest unemitted bucket
         self.next_boundary: float | None = s.get("next_boundary")
+        self.passed: float | None = s.get("passed", self.start)  # boundaries up to here are closed
         self.closed: list[dict[str, Any]] = s.get("closed", [])  # [{end, reason, order, acc}]
         self.open: dict[str, Any] = s.get("open") or {"order": None, "acc": new_acc()}
 
     def snapshot(self) -> dict[str, Any]:
-        return {"start": self.start, "next_boundary": self.next_boundary, "closed": self.closed, "open": self.open}
+        return {"start": self.start, "next_boundary": self.next_boundary, "passed": self.passed,
+                "closed": self.closed, "open": self.open}
 
     def begin(self, t: float, order: dict | None) -> None:
         """The first aggregate starts at the wall-clock boundary before t (the rest is unobserved)."""
-        self.start = math.floor(t / self.interval) * self.interval
+        self.start = self.passed = math.floor(t / self.interval) * self.interval
         self.next_boundary = self.start + self.interval
         self.open = {"order": order, "acc": new_acc()}
 
     def pass_time(self, t: float) -> None:
-        """Close the open bucket at every wall-clock boundary up to t."""
-        if self.next_boundary is None or t < self.next_boundary:
+        """Close the open bucket at every wall-clock boundary (and shift start/end) up to t."""
+        if self.next_boundary is None or self.passed is None or t <= self.passed:
             return
         if (t - self.next_boundary) / self.interval > MAX_CATCH_UP:
-            self.close_at(math.floor(t / self.interval) * self.interval, "interval")
+            grid = math.floor(t / self.interval) * self.interval
+            self.close_at(grid, "interval")
+            self.next_boundary, self.passed = grid + self.interval, grid
+        edges = {e: "shift" for e in self.calendar.shift_edges(self.passed, t)} if self.at_shifts else {}
         while self.next_boundary <= t:
-            self.close_at(self.next_boundary, "interval")
+            edges[self.next_boundary] = "interval"
+            self.next_boundary += self.interval
+        for e in sorted(edges):
+            self.close_at(e, edges[e])
+        self.passed = t
 
     def close_at(self, t: float, reason: str, order: Any = ...) -> None:
         """End the open bucket at t; a new one starts with `order` (unchanged if not given)."""
-        if self.next_boundary is not None and t >= self.next_boundary:
-            self.next_boundary = (math.floor(t / self.interval) + 1) * self.interval
         last = self.closed[-1]["end"] if self.closed else self.start
         if t <= last:  # nothing since the last boundary: only the order changes
             if order is not ...:

@@ -51,6 +51,7 @@ class ShiftCalendar:
             self._shifts = [(clock_seconds(s.start), *_offsets(s), {DAYS.index(d) for d in s.days})
                             for s in calendar.shifts]
             self._periods = lru_cache(maxsize=64)(self._periods_of)
+            self._edges = lru_cache(maxsize=64)(self._edges_of)
 
     def planned(self, a: float, b: float) -> float:
         if b <= a:
@@ -68,6 +69,22 @@ class ShiftCalendar:
                     spans.append((lo, hi))
             d += timedelta(days=1)
         return _union_length(spans)
+
+    def shift_edges(self, a: float, b: float) -> list[float]:
+        """Starts and ends of shifts in (a, b]: where shift reports begin and end."""
+        if self.calendar is None or b <= a:
+            return []
+        d = datetime.fromtimestamp(a, self._zone).date() - timedelta(days=1)
+        last = datetime.fromtimestamp(b, self._zone).date()
+        out: set[float] = set()
+        while d <= last:
+            out.update(x for x in self._edges(d) if a < x <= b)
+            d += timedelta(days=1)
+        return sorted(out)
+
+    def _edges_of(self, day: date) -> list[float]:
+        return [x for start, length, _breaks, days in self._shifts if day.weekday() in days
+                for x in (self._utc(day, start), self._utc(day, start + length))]
 
     def _periods_of(self, day: date) -> list[tuple[float, float]]:
         """Planned periods (UTC) of the shifts that start on this local date."""
