@@ -30,9 +30,13 @@ async def test_twenty_random_sigkills_lose_nothing(tmp_path, broker, agent_facto
         clock.run()
         started = time.monotonic()
         delivered_between = []
-        for _ in range(KILLS):
+        for i in range(KILLS):
             before = len(c.events())
-            await asyncio.sleep(rng.uniform(0.3, 2.0))  # sometimes mid-start-up, sometimes mid-publish
+            if i % 4 == 3:  # now and then during start-up (opening the buffer, connecting)
+                await asyncio.sleep(rng.uniform(0.1, 1.0))
+            else:  # mostly once this agent publishes, at a random moment
+                await c.wait_for(lambda: len(c.events()) > before, 20, f"agent {i} publishing")
+                await asyncio.sleep(rng.uniform(0.0, 1.0))
             agent.kill()
             delivered_between.append(len(c.events()) - before)
             await asyncio.sleep(rng.uniform(0.0, 0.5))  # the machine goes on while no agent runs
@@ -50,6 +54,6 @@ async def test_twenty_random_sigkills_lose_nothing(tmp_path, broker, agent_facto
     con = sqlite3.connect(tmp_path / "buffer.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
-    assert sum(1 for n in delivered_between if n > 0) >= KILLS // 2, "kills must hit an agent that was publishing"
+    assert sum(1 for n in delivered_between if n > 0) >= KILLS * 3 // 4, "kills must hit an agent that was publishing"
     print(f"{KILLS} kills in {time.monotonic() - started:.0f}s: {machine.total} parts, {len(uniq)} events, "
           f"{dups} duplicates (same event_id)")
