@@ -1,0 +1,96 @@
+"""Small pieces of delivery: TLS defaults, protocol option, HTTPS URL rule, keys, historical mark, rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from buffer import AsyncBuffer, NewEvent
+from delivery_support import HttpsServer, make_pki
+from edge_agent.config import HttpsOutput, MqttOutput, Tls
+from edge_agent.forwarding.https import HttpsForwarder, idempotency_key
+from edge_agent.forwarding.replay import TokenBucket, mark_historical
+
+
+@pytest.mark.parametrize("host, tls, expect_tls, port", [
+    ("mes-broker.plant.example", None, True, 8883),  # off loopback: TLS with verification by default
+    ("10.0.3.7", None, True, 8883),
+    ("127.0.0.1", None, False, 1883),
+    ("localhost", None, False, 1883),
+    ("10.0.3.7", False, False, 1883),  # explicit opt-out
+    ("127.0.0.1", True, True, 8883),
+    ("10.0.3.7", {"ca_file": "/etc/ca.pem"}, True, 8883),
+])
+def test_mqtt_tls_is_on_by_default_off_loopback(host, tls, expect_tls, port):
+    cfg = MqttOutput(host=host, tls=tls)
+    assert (cfg.effective_tls is not None) == expect_tls and cfg.effective_port == port
+    if expect_tls:
+        assert cfg.effective_tls.insecure is False
+
+
+def test_mqtt_protocol_option():
+    assert MqttOutput(host="127.0.0.1").protocol == "3.1.1"
+    assert MqttOutput(host="127.0.0.1", protocol=5).protocol == "5"
+    assert MqttOutput(host="127.0.0.1", protocol="3.1.1").protocol == "3.1.1"
+    with pytest.raises(ValidationError):
+        MqttOutput(host="127.0.0.1", protocol="3.1")
+
+
+def test_https_url_must_be_https_off_loopback():
+    HttpsOutput(url="https://mes.example/api")
+    HttpsOutput(url="http://127.0.0.1:8080/api")
+    with pytest.raises(ValidationError, match="use https://"):
+        HttpsOutput(url="http://mes.example/api")
+
+
+def test_idempotency_key_depends_on_line_and_seq_range_only():
+    from buffer import Row
+
+    rows = [Row(s, f"id{s}", "count", 0.0, "t", b"{}") for s in (7, 8, 9)]
+    same = [Row(s, f"other{s}", "count", 1.0, "t", b"{}") for s in (7, 8, 9)]
+    assert idempotency_key("s/a/l", rows) == idempotency_key("s/a/l", same)
+    assert idempotency_key("s/a/l", rows) != idempotency_key("s/a/l2", rows)
+    assert idempotency_key("s/a/l", rows) != idempotency_key("s/a/l", rows[:2])
+    assert idempotency_key("s/a/l", rows).startswith("ea-7-9-")
+
+
+def test_historical_mark_keeps_the_committed_fields():
+    payload = json.dumps({"event_id": "e", "seq": 3, "count": 1}, separators=(",", ":")).encode()
+    marked = json.loads(mark_historical(payload))
+    assert marked == {"event_id": "e", "seq": 3, "count": 1, "historical": True}
+
+
+async def test_token_bucket_limits_the_rate():
+    bucket = TokenBucket(200)
+    t = time.monotonic()
+    for _ in range(10):
+        await bucket.take(100)  # 1000 tokens; 200 saved up: 800 more at 200/s = 4 s
+    assert 3.5 < time.monotonic() - t < 5.0
+
+
+async def test_https_wrong_ca_is_refused_with_a_clear_error(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "edge_agent.forwarding.https")
+    pki = make_pki(tmp_path / "pki")
+    server = HttpsServer(pki)
+    buf = await AsyncBuffer(tmp_path / "b.db").open()
+    await buf.register_outputs(["https"])
+    await buf.append([NewEvent("count", 1.0, "t/event/count", {"type": "count"})])
+    cfg = HttpsOutput(url=server.url, timeout=2, tls=Tls(ca_file=pki.other_ca))
+    fwd = HttpsForwarder(cfg, buf, line="s/a/l")
+    task = asyncio.create_task(fwd.run())
+    try:
+        async with asyncio.timeout(10):
+            while "not trusted" not in caplog.text:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text and fwd.delivered == 0 and not server.requests
+    assert (await buf.stats())["depth"] == 1, "nothing leaves the buffer"
+    await buf.close()
+    server.close()
