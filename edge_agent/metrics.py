@@ -286,6 +286,8 @@ async def _handle(supervisor: Any, reader: asyncio.StreamReader, writer: asyncio
             await writer.drain()
     except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as e:
         log.debug("event=metrics_request_failed error=%r", str(e))
+    except Exception as e:  # one bad request must never take the agent down with it
+        log.warning("event=metrics_request_failed error=%r", repr(e))
     finally:
         writer.close()
         try:

@@ -145,6 +145,7 @@ class Supervisor:
         self._reload_pending = False
         self._progress = _DeviceProgress()
         self._unhealthy: str | None = None
+        self._switching = False
 
     # ------------------------------------------------------------ signals
 
@@ -206,6 +207,7 @@ class Supervisor:
                 tg.create_task(agent.run(agent_stop), name="agent")
                 ready = tg.create_task(self._announce_ready(agent), name="notify-ready")
                 new_cfg = await self._next_config()
+                self._switching = True  # the old pipeline winds down: not a watchdog matter
                 if new_cfg is None:
                     self.notifier.notify(STOPPING=1, STATUS="stopping: committing queued events")
                 else:
@@ -214,6 +216,7 @@ class Supervisor:
                 ready.cancel()
                 agent_stop.set()
             self.metrics.retire(agent)
+            self._switching = False
             if new_cfg is None:
                 return
             self.cfg = new_cfg
@@ -274,8 +277,8 @@ class Supervisor:
     async def health(self) -> str | None:
         """None when healthy, else why not: what the watchdog (and `status`) report."""
         agent = self.agent
-        if agent is None or not agent.ready.is_set():
-            return None  # starting or restarting after a reload: TimeoutStartSec covers that
+        if agent is None or not agent.ready.is_set() or self._switching:
+            return None  # starting, stopping or restarting after a reload: TimeoutStartSec covers that
         at = time.monotonic()
         if at - agent.last_derive > DERIVE_STALE:
             return f"derivation has not run for {at - agent.last_derive:.0f}s"

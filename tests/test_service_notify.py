@@ -131,3 +131,70 @@ async def test_watchdog_withheld_while_the_buffer_writer_is_stuck(tmp_path, brok
         release.set()
         rx.close()
         sim.cancel()
+
+
+async def test_status_and_metrics_requests_during_reloads_never_hurt_the_agent(tmp_path, broker, caplog):
+    """Clients asking while the pipeline is torn down and rebuilt get an answer (or a closed
+    connection), never an exception that takes the supervisor down; the watchdog is not withheld."""
+    from conftest import write_config
+    from edge_agent.config import load_config
+    from edge_agent.status import query, socket_path
+    from service_support import http_get
+
+    port = free_port()
+    cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,
+                             metrics={"listen": f"127.0.0.1:{port}"})
+    _, sim = await start_simulator(cfg, FrozenClock(frozen=False))
+    path = write_config(tmp_path / "agent.yaml", cfg)
+    parsed = load_config(path)
+    rx = NotifySocket(path=tmp_path / "n.sock")
+    sup = Supervisor(parsed, config_path=path, notifier=Notifier(rx.address, 400_000), install_signals=False)
+    caplog.set_level(logging.INFO, logger="edge_agent")
+    answers = {"status": 0, "metrics": 0}
+
+    async def ask(until: float) -> None:
+        while time.monotonic() < until:
+            try:
+                _, report = await asyncio.to_thread(query, [socket_path(parsed)], 5.0)
+                assert report["plant"]["site"] == "s1"
+                answers["status"] += 1
+                text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+                assert "edge_agent_info" in text
+                answers["metrics"] += 1
+            except ConnectionError:
+                pass  # the pipeline was being rebuilt at that moment
+            await asyncio.sleep(0.01)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(sup.run())
+            await rx.wait_for("READY", 15)
+            until = time.monotonic() + 4.0
+            asker = tg.create_task(ask(until))
+
+            async def pump() -> None:  # read the socket as promptly as systemd does (its queue holds ~10)
+                while not run.done():
+                    rx.drain()
+                    await asyncio.sleep(0.02)
+
+            tg.create_task(pump())
+            for _ in range(4):
+                sup.request_reload()
+                await asyncio.sleep(0.8)
+            await asker
+            assert sup.reloads == 4 and not run.done()
+            await rx.wait_for("READY", 15, count=5)  # READY=1 again after every reload
+            sup.request_stop()
+            await run
+        assert len(rx.with_key("RELOADING")) == 4
+        # what a request sees in the instant the old pipeline's buffer is already closed
+        from edge_agent.status import snapshot
+
+        report = await snapshot(sup)
+        assert report["buffer"]["error"].startswith("buffer unavailable"), report["buffer"]
+    finally:
+        rx.close()
+        sim.cancel()
+    assert answers["status"] > 10 and answers["metrics"] > 10, answers
+    assert "watchdog_withheld" not in caplog.text
+    assert caplog.text.count("event=config_reloaded") == 4
