@@ -251,3 +251,47 @@ async def test_mqtt5_replay_is_rate_limited_marked_historical_and_live_events_ar
     agent.stop()
     sim.cancel()
     print(f"replayed {n} historical events in {span:.1f}s; {len(uniq)} events in all")
+
+
+async def test_mqtt_username_and_password_come_from_the_environment(tmp_path, agent_factory, monkeypatch):
+    import os
+    import shutil
+    import subprocess
+
+    import aiomqtt
+
+    (tmp_path / "mq").mkdir()
+    pw = tmp_path / "mq" / "passwd"
+    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-c", "-b", str(pw),
+                    "line3", "pa55-word"], check=True, capture_output=True)
+    broker = Broker(tmp_path / "mq", extra=("user root\n" if os.geteuid() == 0 else "")
+                    + f"allow_anonymous false\npassword_file {pw}\n")
+    broker.start()
+    try:
+        mqtt = {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "test", "timeout": "3s",
+                "username": "${EA_MQTT_USER}", "password": "${EA_MQTT_PASSWORD}"}
+        cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, outputs={"mqtt": mqtt})
+        monkeypatch.setenv("EA_MQTT_USER", "line3")
+        monkeypatch.setenv("EA_MQTT_PASSWORD", "wr0ng-Secret")
+        machine, sim = await start_simulator(cfg, FrozenClock())
+        config = write_config(tmp_path / "agent.yaml", cfg)
+        agent = agent_factory(config)
+        agent.start()
+        await wait_until(lambda: "refused the credentials" in agent.output(), 15, "the refusal")
+        agent.stop()
+        assert "wr0ng-Secret" not in agent.output(), "the password is never logged"
+        monkeypatch.setenv("EA_MQTT_PASSWORD", "pa55-word")
+        agent = agent_factory(config)
+        agent.start()
+        await wait_until(lambda: "event=mqtt_connected" in agent.output(), 15, "the connect")
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="line3", password="pa55-word",
+                                  identifier="t-auth", timeout=5) as client:
+            await client.subscribe(STATUS, qos=1)
+            async with asyncio.timeout(5):
+                async for m in client.messages:
+                    assert m.retain and b'"online"' in bytes(m.payload)
+                    break
+        agent.stop()
+        sim.cancel()
+    finally:
+        broker.stop()
