@@ -94,3 +94,34 @@ async def test_https_wrong_ca_is_refused_with_a_clear_error(tmp_path, caplog):
     assert (await buf.stats())["depth"] == 1, "nothing leaves the buffer"
     await buf.close()
     server.close()
+
+
+async def test_commits_stay_batched_under_load(tmp_path, broker):
+    """One transaction per derivation batch: at most one commit per poll cycle (plus the 1 s tick)."""
+    from conftest import FrozenClock, free_port, modbus_line_config
+    from delivery_support import start_simulator
+    from edge_agent.config import parse_config
+    from edge_agent.daemon import Agent
+
+    import yaml
+
+    cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, poll="20ms")
+    clock = FrozenClock(frozen=False)
+    machine, sim = await start_simulator(cfg, clock, cycle_time=0.002)  # ~500 parts/s, every poll sees parts
+    agent = Agent(parse_config(yaml.safe_dump(cfg)))
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.ready.wait(), 10)
+    await asyncio.sleep(0.5)
+    m0 = agent.buffer.metrics
+    commits0, events0, t0 = m0.commits, m0.events_stored, time.monotonic()
+    await asyncio.sleep(3)
+    m = agent.buffer.metrics
+    commits, events, seconds = m.commits - commits0, m.events_stored - events0, time.monotonic() - t0
+    stop.set()
+    await asyncio.wait_for(run, 15)
+    sim.cancel()
+    polls = seconds / 0.02
+    assert events > 50, f"only {events} events"
+    assert commits <= polls * 1.1 + seconds + 5, f"{commits} commits for {polls:.0f} polls: more than one per cycle"
+    print(f"{events} events in {commits} commits over {seconds:.1f}s ({polls:.0f} polls)")
