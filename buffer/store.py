@@ -443,7 +443,10 @@ class Buffer:
         now = self.clock()
         if self.max_age is not None and now - self._last_age_check >= min(60.0, self.max_age / 10):
             self._last_age_check = now
-            victims = self._conn.execute(
+            first = self._conn.execute("SELECT stored, priority FROM events ORDER BY seq LIMIT 1").fetchone()
+            if first is None or (first[0] >= now - self.max_age and first[1] < NEVER):
+                first = None  # rows are stored in seq order: the oldest is young enough, skip the scan
+            victims = [] if first is None else self._conn.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE stored < ? AND priority < ? ORDER BY seq",
                 (now - self.max_age, NEVER)).fetchall()
             if victims:

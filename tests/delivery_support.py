@@ -113,6 +113,7 @@ class Request:
     events: list[dict]
     status: int
     client_cert: dict | None
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass
@@ -143,7 +144,7 @@ class HttpsServer:
                 else:
                     status = outer.respond(events, len(outer.requests))
                 outer.requests.append(Request(self.path, dict(self.headers), events, status,
-                                              self.connection.getpeercert()))
+                                              self.connection.getpeercert(), time.monotonic()))
                 reply = json.dumps({"ok": status < 300}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -114,3 +114,44 @@ async def test_a_4xx_batch_lands_in_the_dead_letter_table_and_the_queue_moves_on
     assert dead["seq"] == bad_seq and dead["status"] == 422 and dead["payload"]["seq"] == bad_seq
     sim.cancel()
     server.close()
+
+
+async def test_https_outage_replays_in_order_marked_historical_rate_limited_with_live_events_through(
+        tmp_path, broker, pki, agent_factory):
+    state = {"down": True}
+    server = HttpsServer(pki, respond=lambda events, n: 503 if state["down"] else 200)
+    https = {"url": server.url, "timeout": "2s", "batch_size": 10, "tls": {"ca_file": str(pki.ca)},
+             "replay_rate": 30, "historical_after": "1s", "retry_cap": "1s"}
+    cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, outputs={"https": https})
+    clock = FrozenClock(frozen=False)
+    machine, sim = await start_simulator(cfg, clock)
+    agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+    agent.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not server.requests and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(5)  # the MES answers 503: a backlog builds up
+    state["down"] = False
+    up = loop.time()
+    await asyncio.sleep(4)  # live production while the backlog replays
+    clock.freeze()
+    deadline = loop.time() + 40
+    while counted(server.accepted()) < machine.total and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    accepted = server.accepted()
+    check_complete(accepted, machine.total)
+    assert len(accepted) == len({e["event_id"] for e in accepted}), "each event accepted once"
+    ok = [r for r in server.requests if r.status == 200]
+    hist = [(r.at, e["seq"]) for r in ok for e in r.events if e.get("historical")]
+    assert len(hist) > 60, f"{len(hist)} historical events"
+    assert [s for _, s in sorted(hist)] == sorted(s for _, s in hist), "the backlog replays in original order"
+    span = max(t for t, _ in hist) - min(t for t, _ in hist)
+    assert span >= (len(hist) - 30) / 30 * 0.8, f"{len(hist)} historical events in {span:.1f}s: faster than 30/s"
+    top_hist = max(s for _, s in hist)
+    live = [r.at for r in ok for e in r.events if not e.get("historical") and e["seq"] > top_hist]
+    assert live and min(live) < max(t for t, _ in hist) - 1.0, "live events are not stuck behind the backlog"
+    assert up > 0
+    agent.stop()
+    sim.cancel()
+    server.close()
