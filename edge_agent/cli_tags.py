@@ -38,10 +38,10 @@ def _yaml(text: str):
 def _indents(text: str) -> tuple[int, int, int]:
     """Guess the file's indentation so untouched lines come out byte for byte."""
     mapping, offset = 2, 2
-    m = re.search(r"^[A-Za-z_][^\n:]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( +)[A-Za-z_]", text, re.M)
+    m = re.search(r"^[A-Za-z_][^\n:]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( +)[A-Za-z_]", text, re.MULTILINE)
     if m:
         mapping = len(m.group(1))
-    m = re.search(r"^[A-Za-z_][^\n:]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( *)- ", text, re.M)
+    m = re.search(r"^[A-Za-z_][^\n:]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( *)- ", text, re.MULTILINE)
     if m:
         offset = len(m.group(1))
     return mapping, offset + 2, offset
@@ -196,7 +196,7 @@ async def read_tags(cfg: Config, names: list[str]) -> list[dict[str, Any]]:
                     samples = await driver.read()
                 finally:
                     await driver.close()
-        except Exception as e:  # a technician's view: every failure becomes a row, not a traceback
+        except Exception as e:  # noqa: BLE001 -- a technician's view: every failure becomes a row, not a traceback
             error = str(e) or type(e).__name__
             return [{"name": t.name, "device": device_name, "value": None, "type": t.type, "quality": "bad",
                      "read_at": None, "error": f"cannot read {device_name}: {error}"} for t in tags]

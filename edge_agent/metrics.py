@@ -25,7 +25,13 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -142,7 +148,7 @@ class Metrics:
                 self.buffer_stats = await agent.buffer.stats()
         except TimeoutError:
             log.warning("event=metrics_buffer_timeout timeout=%.0fs", HTTP_TIMEOUT)
-        except Exception as e:  # the buffer may be closing during a reload
+        except Exception as e:  # noqa: BLE001 -- the buffer may be closing during a reload
             log.debug("event=metrics_buffer_unavailable error=%r", str(e))
 
     async def render(self) -> bytes:
@@ -161,7 +167,7 @@ def machine_state(deriver: Any) -> str | None:
         return committed["state"]
     try:
         snap = deriver.snapshot()
-    except Exception:  # a deriver without snapshot support
+    except Exception:  # noqa: BLE001 -- a deriver without snapshot support
         return None
     value = snap.get("state") if isinstance(snap, dict) else None
     if isinstance(value, dict):
@@ -286,7 +292,7 @@ async def _handle(supervisor: Any, reader: asyncio.StreamReader, writer: asyncio
             await writer.drain()
     except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as e:
         log.debug("event=metrics_request_failed error=%r", str(e))
-    except Exception as e:  # one bad request must never take the agent down with it
+    except Exception as e:  # noqa: BLE001 -- one bad request must never take the agent down with it
         log.warning("event=metrics_request_failed error=%r", repr(e))
     finally:
         writer.close()

@@ -159,9 +159,7 @@ class Supervisor:
 
     async def run(self) -> None:
         from edge_agent.metrics import serve_metrics
-        from edge_agent.status import serve_status
-
-        from edge_agent.status import RedactSecrets, secrets_of
+        from edge_agent.status import RedactSecrets, secrets_of, serve_status
 
         redact = RedactSecrets(secrets_of(self.cfg))
         handlers = list(logging.getLogger().handlers)
@@ -287,7 +285,7 @@ class Supervisor:
                 await agent.buffer.stats()
         except TimeoutError:
             return f"buffer writer did not answer within {BUFFER_TIMEOUT:.0f}s"
-        except Exception as e:  # a closed or broken buffer: report it, do not kill the watchdog loop
+        except Exception as e:  # noqa: BLE001 -- a closed or broken buffer: report it, do not kill the watchdog loop
             return f"buffer error: {e!r}"
         stale = self._progress.stale(agent, at)
         if stale:
@@ -379,7 +377,7 @@ def _systemctl(args: list[str], root: Path) -> tuple[bool, str]:
         return False, "systemctl not found"
     cmd = [exe, *([] if root.resolve() == Path("/") else [f"--root={root}"]), *args]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False, f"{' '.join(cmd)} timed out after 60s"
     out = (p.stdout + p.stderr).strip()

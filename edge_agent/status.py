@@ -76,7 +76,7 @@ async def snapshot(supervisor: Any) -> dict[str, Any]:
                 stats = await agent.buffer.stats()
         except TimeoutError:
             out["buffer"] = {"error": "buffer writer did not answer within 5s"}
-        except Exception as e:  # closing during a reload or a stop
+        except Exception as e:  # noqa: BLE001 -- closing during a reload or a stop
             out["buffer"] = {"error": f"buffer unavailable: {e}"}
     if stats is not None:
         oldest = stats.get("oldest_ts")
@@ -188,7 +188,7 @@ async def _answer(supervisor: Any, writer: asyncio.StreamWriter) -> None:
             await writer.drain()
     except (TimeoutError, ConnectionError) as e:
         log.debug("event=status_request_failed error=%r", str(e))
-    except Exception as e:  # one bad request must never take the agent down with it
+    except Exception as e:  # noqa: BLE001 -- one bad request must never take the agent down with it
         log.warning("event=status_request_failed error=%r", repr(e))
     finally:
         writer.close()

@@ -24,7 +24,7 @@ class ServiceAgent(AgentProcess):
         self.env = env or {}
 
     def start(self) -> None:
-        self._log = open(self.log, "ab")
+        self._log = open(self.log, "ab")  # noqa: SIM115 -- the agent process writes it; stop() closes it
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(self.config)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)

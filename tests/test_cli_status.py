@@ -12,7 +12,7 @@ from test_e2e_modbus_mqtt import counted, start_simulator
 async def test_status_reports_devices_machines_buffer_and_outputs(tmp_path, broker):
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, metrics={"enabled": False})
     clock = FrozenClock(frozen=False)
-    machine, sim = await start_simulator(cfg, clock)
+    _machine, sim = await start_simulator(cfg, clock)
     config = write_config(tmp_path / "agent.yaml", cfg)
     agent = ServiceAgent(config, tmp_path / "agent.log")
     try:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, FrozenClock, free_port, modbus_line_config, write_config
 from service_support import cli
 from test_e2e_modbus_mqtt import start_simulator
@@ -80,7 +78,7 @@ async def test_tags_add_refuses_a_result_that_does_not_validate(tmp_path, args, 
     cfg = tmp_path / "config.yaml"
     shutil.copy(EXAMPLE, cfg)
     before = cfg.read_bytes()
-    code, out, err = await cli("tags", "add", "t_new", "--config", str(cfg), *args, env=ENV)
+    code, _out, err = await cli("tags", "add", "t_new", "--config", str(cfg), *args, env=ENV)
     assert code == 2
     assert f"{cfg}:" in err and message in err, err
     assert cfg.read_bytes() == before
@@ -146,7 +144,7 @@ async def test_tags_read_live_from_a_simulated_plc(tmp_path):
 async def test_tags_read_from_an_unreachable_plc_exits_1_with_bad_quality(tmp_path):
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=free_port())
     path = write_config(tmp_path / "c.yaml", cfg)
-    code, out, err = await cli("tags", "read", "--config", str(path), "--json")
+    code, out, _err = await cli("tags", "read", "--config", str(path), "--json")
     assert code == 1
     rows = json.loads(out)
     assert {r["quality"] for r in rows} == {"bad"} and "cannot read plc" in rows[0]["error"]
@@ -155,17 +153,17 @@ async def test_tags_read_from_an_unreachable_plc_exits_1_with_bad_quality(tmp_pa
 @pytest.mark.parametrize("protocol", ["modbus_tcp", "opcua", "s7"])
 async def test_init_writes_a_commented_config_that_validates(tmp_path, protocol):
     out_file = tmp_path / "etc" / "config.yaml"
-    code, out, err = await cli("init", "-o", str(out_file), "--protocol", protocol, "--site", "augsburg",
+    code, _, err = await cli("init", "-o", str(out_file), "--protocol", protocol, "--site", "augsburg",
                                "--area", "assembly", "--line", "line3", "--machine", "press01",
                                "--plc-host", "10.0.3.12", "--broker", "mes.plant.example", "--broker-port", "8883")
     assert code == 0, err
     text = out_file.read_text()
     assert "# the ISA-95 hierarchy" in text and "site: augsburg" in text and "host: mes.plant.example" in text
-    code, out, err = await cli("validate", str(out_file))
+    code, _, err = await cli("validate", str(out_file))
     assert code == 0, err
-    code, out, err = await cli("init", "-o", str(out_file), "--protocol", protocol)
+    code, _, err = await cli("init", "-o", str(out_file), "--protocol", protocol)
     assert code == 1 and "exists" in err, "never overwrites without --force"
-    code, out, err = await cli("init", "-o", str(out_file), "--protocol", "profinet", "--force")
+    code, _out, err = await cli("init", "-o", str(out_file), "--protocol", "profinet", "--force")
     assert code == 2 and "profinet" in err
 
 
@@ -227,7 +225,7 @@ async def test_init_then_simulate_then_tags_read_for_every_protocol(tmp_path, pr
     code, _, err = await cli("init", "-o", str(cfg), "--protocol", protocol, "--plc-host", "127.0.0.1",
                              "--plc-port", str(free_port()))
     assert code == 0, err
-    log = open(tmp_path / "sim.log", "wb")
+    log = open(tmp_path / "sim.log", "wb")  # noqa: ASYNC230, SIM115 -- the simulator process writes it; closed below
     sim = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent", "simulate", "--config", str(cfg),
                                                cwd=ROOT, stdout=log, stderr=log, env=dict(os.environ))
     try:

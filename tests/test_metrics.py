@@ -7,7 +7,6 @@ import json
 import urllib.error
 
 import pytest
-
 from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
 from service_support import ServiceAgent, cli, http_get, metric, scrape
 from test_e2e_modbus_mqtt import counted, start_simulator
@@ -20,7 +19,7 @@ async def test_metrics_show_the_figures_of_a_running_agent(tmp_path, broker):
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,
                              metrics={"listen": f"127.0.0.1:{port}"})
     clock = FrozenClock(frozen=False)
-    machine, sim = await start_simulator(cfg, clock)
+    _machine, sim = await start_simulator(cfg, clock)
     agent = ServiceAgent(write_config(tmp_path / "agent.yaml", cfg), tmp_path / "agent.log")
     try:
         async with Collector(broker.port) as collector:
@@ -71,7 +70,7 @@ async def test_metrics_disabled_opens_no_port(tmp_path, broker):
     port = free_port()
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,
                              metrics={"enabled": False, "listen": f"127.0.0.1:{port}"})
-    machine, sim = await start_simulator(cfg, FrozenClock())
+    _machine, sim = await start_simulator(cfg, FrozenClock())
     agent = ServiceAgent(write_config(tmp_path / "agent.yaml", cfg), tmp_path / "agent.log")
     try:
         agent.start()
@@ -88,16 +87,16 @@ async def test_metrics_disabled_opens_no_port(tmp_path, broker):
 
 async def test_no_password_in_logs_status_metrics_or_cli_output(tmp_path, monkeypatch):
     """The broker wants a password; mosquitto refuses a wrong one, so the agent logs failures."""
-    from conftest import Broker
-
     import shutil
     import tempfile
     from pathlib import Path
 
+    from conftest import Broker
+
     # mosquitto started as root reads its password file as user mosquitto: not from pytest's 0700 tmp_path
     workdir = Path(tempfile.mkdtemp(prefix="edge-agent-mq-"))
     workdir.chmod(0o755)
-    request_cleanup = lambda: shutil.rmtree(workdir, ignore_errors=True)  # noqa: E731
+    request_cleanup = lambda: shutil.rmtree(workdir, ignore_errors=True)
     pwfile = workdir / "passwords"
     proc = await asyncio.create_subprocess_exec("mosquitto_passwd", "-b", "-c", str(pwfile), "agent", "not-it",
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -112,7 +111,7 @@ async def test_no_password_in_logs_status_metrics_or_cli_output(tmp_path, monkey
                              metrics={"listen": f"127.0.0.1:{port}"})
     cfg["outputs"]["mqtt"].update(username="agent", password="${MQTT_PASSWORD}")
     monkeypatch.setenv("MQTT_PASSWORD", PASSWORD)
-    machine, sim = await start_simulator(cfg, FrozenClock(frozen=False))
+    _machine, sim = await start_simulator(cfg, FrozenClock(frozen=False))
     config = write_config(tmp_path / "agent.yaml", cfg)
     agent = ServiceAgent(config, tmp_path / "agent.log", env={"MQTT_PASSWORD": PASSWORD})
     outputs = []

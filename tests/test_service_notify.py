@@ -4,18 +4,19 @@ given as NOTIFY_SOCKET, and the watchdog withheld while the buffer writer is stu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import threading
 import time
 
 import yaml
-
 from conftest import FrozenClock, free_port, modbus_line_config, write_config
-from edge_agent.config import parse_config
-from edge_agent.service import Notifier, Supervisor
 from service_support import NotifySocket, ServiceAgent
 from test_e2e_modbus_mqtt import start_simulator
+
+from edge_agent.config import parse_config
+from edge_agent.service import Notifier, Supervisor
 
 
 def test_notifier_sends_to_a_path_and_to_the_abstract_namespace(tmp_path):
@@ -59,7 +60,7 @@ async def test_ready_after_first_poll_and_watchdog_from_a_real_agent(tmp_path, b
         await asyncio.sleep(3.0)
         pings = [t for t, _ in rx.with_key("WATCHDOG")][first:]
         assert len(pings) >= 4, f"{len(pings)} watchdog pings in 3 s"
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert max(gaps) < 1.0, gaps
         started = time.monotonic()
         agent.signal(signal.SIGTERM)
@@ -76,7 +77,7 @@ async def test_ready_after_first_poll_and_watchdog_from_a_real_agent(tmp_path, b
 
 async def test_ready_is_not_held_back_forever_by_a_dead_device(tmp_path, monkeypatch):
     """A PLC that never answers must not keep the unit "activating" until systemd kills it."""
-    import edge_agent.service as service
+    from edge_agent import service
 
     monkeypatch.setattr(service, "READY_AFTER", 1.0)
     import socket
@@ -137,9 +138,10 @@ async def test_status_and_metrics_requests_during_reloads_never_hurt_the_agent(t
     """Clients asking while the pipeline is torn down and rebuilt get an answer (or a closed
     connection), never an exception that takes the supervisor down; the watchdog is not withheld."""
     from conftest import write_config
+    from service_support import http_get
+
     from edge_agent.config import load_config
     from edge_agent.status import query, socket_path
-    from service_support import http_get
 
     port = free_port()
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,

@@ -13,10 +13,14 @@ import signal
 import time
 
 import yaml
-
 from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
 from service_support import ServiceAgent, metric, scrape
-from test_e2e_modbus_mqtt import assert_complete, counted, start_simulator, unique_events
+from test_e2e_modbus_mqtt import (
+    assert_complete,
+    counted,
+    start_simulator,
+    unique_events,
+)
 
 STOP_TIMEOUT = 20.0  # TimeoutStopSec in systemd/edge-agent.service
 
@@ -138,7 +142,7 @@ async def test_sigterm_with_events_in_flight_loses_nothing(tmp_path, broker):
 async def test_sighup_that_moves_the_buffer_is_rejected(tmp_path, broker):
     """Events waiting in the old buffer file would never be sent: moving it needs a restart."""
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, metrics={"enabled": False})
-    machine, sim = await start_simulator(cfg, FrozenClock())
+    _machine, sim = await start_simulator(cfg, FrozenClock())
     agent = agent_for(tmp_path, cfg)
     try:
         agent.start()
@@ -162,6 +166,6 @@ async def test_a_bad_config_at_start_exits_2_with_a_log_line(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("plant: {site: s, area: a, line: l}\nmachines: []\n")
-    code, out, err = await cli("run", "--config", str(bad))
+    code, _out, err = await cli("run", "--config", str(bad))
     assert code == 2  # RestartPreventExitStatus=2: systemd does not restart into the same error
     assert f"{bad}:2: machines:" in err and f"event=config_error config={bad}" in err
