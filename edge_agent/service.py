@@ -354,7 +354,7 @@ def render_unit(exec_start: str, template: str | None = None) -> str:
 def render_serial_dropin(ports: list[str]) -> str:
     allow = "".join(f"DeviceAllow={p} rw\n" for p in ports)
     return ("# Written by `edge-agent service install --serial`: Modbus RTU serial ports (see systemd/serial-port.conf)\n"
-            "[Service]\nPrivateDevices=no\nDevicePolicy=closed\n" + allow + "SupplementaryGroups=dialout\n")
+            "[Service]\nPrivateDevices=no\nPrivateUsers=no\nDevicePolicy=closed\n" + allow + "SupplementaryGroups=dialout\n")
 
 
 def systemd_running(root: Path) -> bool:

@@ -59,6 +59,7 @@ def test_serial_dropin_is_documented_and_opt_in():
     assert d["Service.DeviceAllow"] == ["/dev/ttyUSB0 rw"]
     assert d["Service.SupplementaryGroups"] == ["dialout"]
     assert d["Service.PrivateDevices"] == ["no"]  # the base unit hides /dev/tty* entirely
+    assert d["Service.PrivateUsers"] == ["no"]  # else dialout is "nobody" inside the service
     base = directives(UNIT_SOURCE.read_text())
     assert "Service.DeviceAllow" not in base and "Service.SupplementaryGroups" not in base
 
