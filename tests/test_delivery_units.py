@@ -125,3 +125,24 @@ async def test_commits_stay_batched_under_load(tmp_path, broker):
     assert events > 50, f"only {events} events"
     assert commits <= polls * 1.1 + seconds + 5, f"{commits} commits for {polls:.0f} polls: more than one per cycle"
     print(f"{events} events in {commits} commits over {seconds:.1f}s ({polls:.0f} polls)")
+
+
+async def test_tls_against_a_plain_port_says_what_to_do(broker, tmp_path, caplog):
+    """TLS is on by default off loopback: pointed at a plain listener, the log says why and what to change."""
+    from edge_agent.forwarding.mqtt import MqttForwarder
+
+    caplog.set_level(logging.WARNING, "edge_agent.forwarding.mqtt")
+    buf = await AsyncBuffer(tmp_path / "b.db").open()
+    await buf.register_outputs(["mqtt"])
+    fwd = MqttForwarder(MqttOutput(host="127.0.0.1", port=broker.port, tls=True, timeout=2), buf,
+                        client_id="t", status_topic="t/status")
+    task = asyncio.create_task(fwd.run())
+    try:
+        async with asyncio.timeout(10):
+            while "mqtt_disconnected" not in caplog.text:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await buf.close()
+    assert "may not speak TLS on this port" in caplog.text and "tls: false" in caplog.text, caplog.text

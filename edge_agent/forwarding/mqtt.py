@@ -55,11 +55,21 @@ def tls_context(tls: Tls | None, *, purpose: str = "broker") -> ssl.SSLContext |
     return ctx
 
 
-def describe_error(exc: BaseException) -> str:
-    """One clear line for the log, with a hint for the errors a technician can fix."""
+def describe_error(exc: BaseException, *, tls_handshake: bool = False) -> str:
+    """One clear line for the log, with a hint for the errors a technician can fix.
+
+    `tls_handshake`: the error came while connecting with TLS (a plain listener resets the connection).
+    """
     text = str(exc)
+    if tls_handshake and ("reset by peer" in text or "EOF" in text or "UNEXPECTED_EOF" in text):
+        return (f"TLS handshake failed ({text}): the server closed the connection; it may not speak TLS on this "
+                "port. TLS is on by default for servers not on loopback (set the TLS port, or tls: false on a "
+                "trusted network)")
     if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the server's certificate is not trusted ({text}); check tls.ca_file and the host name"
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return (f"TLS handshake failed ({text}): the server does not speak TLS on this port; TLS is on by default "
+                "for servers not on loopback (set the TLS port, or tls: false on a trusted network)")
     if "SSL" in text or isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed ({text}); check the client certificate (tls.cert_file/key_file) and CA"
     if "Not authorized" in text or "Bad user name or password" in text:
@@ -100,6 +110,7 @@ class MqttForwarder:
         tls_cfg = cfg.effective_tls
         while True:
             try:
+                tls = None
                 tls = await asyncio.to_thread(tls_context, tls_cfg)  # reading certificates may block
                 async with aiomqtt.Client(
                     cfg.host, cfg.effective_port, identifier=self.client_id, username=cfg.username,
@@ -120,10 +131,11 @@ class MqttForwarder:
                         if self.command_topics and self.on_command:
                             tg.create_task(self._listen(client), name="mqtt-commands")
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
+                handshake = tls is not None and not self.connected
                 self.connected = False
                 self.connect_failures += 1
                 delay = backoff.next()
-                error = describe_error(group.exceptions[0])
+                error = describe_error(group.exceptions[0], tls_handshake=handshake)
                 level = logging.ERROR if "TLS" in error or "credentials" in error else logging.WARNING
                 if error != self.last_error or level == logging.WARNING:
                     log.log(level, "event=mqtt_disconnected host=%s port=%d error=%r retry_in=%.1fs",
