@@ -200,3 +200,32 @@ async def test_status_and_metrics_requests_during_reloads_never_hurt_the_agent(t
     assert answers["status"] > 10 and answers["metrics"] > 10, answers
     assert "watchdog_withheld" not in caplog.text
     assert caplog.text.count("event=config_reloaded") == 4
+
+
+def test_poll_progress_rule_flags_only_a_device_that_stopped_moving():
+    """The watchdog's poll-loop rule: a device whose reads+errors do not change for
+    max(60 s, 4 x (poll interval + read guard)) is stuck; a failing device still moves."""
+    from types import SimpleNamespace
+
+    from drivers.base import Health
+    from edge_agent.service import _DeviceProgress
+
+    def driver(name, poll=1.0, timeout=1.0, mode="poll"):
+        return SimpleNamespace(device=SimpleNamespace(name=name, poll_interval=poll, timeout=timeout, mode=mode),
+                               health=Health(), plan=[object()])
+
+    ok, failing, stuck, slow, sub = (driver("ok"), driver("failing"), driver("stuck"),
+                                     driver("slow", poll=30.0), driver("sub", mode="subscribe"))
+    agent = SimpleNamespace(drivers=[ok, failing, stuck, slow, sub])
+    progress = _DeviceProgress()
+    assert progress.stale(agent, 0.0) == []
+    for t in range(1, 200):
+        ok.health.reads += 1
+        failing.health.errors += t % 20 == 0  # a dead PLC: one failed connect per backoff round
+        stale = progress.stale(agent, float(t))
+        if t <= 60:
+            assert stale == [], t
+        elif t <= 132:  # slow's bound: 4 x (30 s poll + 3 s read guard)
+            assert stale == ["stuck"], t
+    # neither stuck nor slow ever moved; a subscription is exempt (its keepalive is the driver's job)
+    assert progress.stale(agent, 199.0) == ["stuck", "slow"]
