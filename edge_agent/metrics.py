@@ -44,20 +44,26 @@ HTTP_TIMEOUT = 5.0
 
 
 class _RetryCounter(logging.Handler):
-    """Counts an output's failed rounds from its own `event=..._disconnected` log lines.
+    """Fallback for an output that keeps no retry count of its own: counts its
+    `event=<name>_disconnected` / `event=<name>_retry` log lines (one per failed round)."""
 
-    The forwarders log every failed connection or publish round (which they then retry)
-    exactly once; counting those lines keeps the metric without touching their code.
-    """
-
-    def __init__(self, counter: Counter):
+    def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
-        self.counter = counter
+        self.counts: dict[str, int] = collections.defaultdict(int)
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = str(record.msg)
-        if msg.startswith("event=") and "_disconnected" in msg.split(" ", 1)[0]:
-            self.counter.labels(record.name.rsplit(".", 1)[-1]).inc()
+        word = str(record.msg).split(" ", 1)[0]
+        if word.startswith("event=") and word.endswith(("_disconnected", "_retry")):
+            self.counts[record.name.rsplit(".", 1)[-1]] += 1
+
+
+def output_retries(output: Any, fallback: dict[str, int]) -> int:
+    """Failed connection or delivery rounds of an output (each one is retried)."""
+    if isinstance(getattr(output, "retries", None), int):
+        return output.retries
+    if isinstance(getattr(output, "connect_failures", None), int):
+        return output.connect_failures + int(getattr(output, "publish_timeouts", 0) or 0)
+    return fallback.get(output.name, 0)
 
 
 class Metrics:
@@ -71,15 +77,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.samples = Counter("edge_agent_samples", "Samples read from devices", ["device"], registry=r)
         self.events = Counter("edge_agent_events", "Events committed to the buffer, by type", ["type"], registry=r)
-        self.retries = Counter("edge_agent_output_retries",
-                               "Failed connection or publish rounds of an output (each is retried)", ["output"],
-                               registry=r)
         self.buffer_stats: dict[str, Any] | None = None
         self._carried_devices: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
         self._carried_outputs: dict[str, int] = collections.defaultdict(int)
+        self._carried_retries: dict[str, int] = collections.defaultdict(int)
         self._window: collections.deque[list[int]] = collections.deque()  # [second, samples]
         self._first: int | None = None
-        self._retry_handler = _RetryCounter(self.retries)
+        self._retry_handler = _RetryCounter()
         logging.getLogger("edge_agent.forwarding").addHandler(self._retry_handler)
         r.register(_Live(self))
 
@@ -128,7 +132,9 @@ class Metrics:
             c[0] += d.health.reads
             c[1] += d.health.errors
         for o in agent.outputs:
-            self._carried_outputs[o.name] += o.delivered
+            self._carried_outputs[o.name] += getattr(o, "delivered", 0)
+            self._carried_retries[o.name] += output_retries(o, self._retry_handler.counts)
+        self._retry_handler.counts.clear()
 
     # ------------------------------------------------------------ reading
 
@@ -236,15 +242,20 @@ class _Live(Collector):
 
         delivered = CounterMetricFamily("edge_agent_output_deliveries", "Events acknowledged by the output's peer",
                                         labels=["output"])
+        retries = CounterMetricFamily("edge_agent_output_retries",
+                                      "Failed connection or delivery rounds of an output (each is retried)",
+                                      labels=["output"])
         up = GaugeMetricFamily("edge_agent_output_connected", "1 while the output is connected", labels=["output"])
         last_delivery = GaugeMetricFamily("edge_agent_output_last_delivery_timestamp_seconds",
                                           "UTC time of the last acknowledged delivery", labels=["output"])
         for o in agent.outputs:
-            delivered.add_metric([o.name], m._carried_outputs.get(o.name, 0) + o.delivered)
+            delivered.add_metric([o.name], m._carried_outputs.get(o.name, 0) + getattr(o, "delivered", 0))
+            retries.add_metric([o.name], m._carried_retries.get(o.name, 0)
+                               + output_retries(o, m._retry_handler.counts))
             up.add_metric([o.name], 1 if getattr(o, "connected", False) else 0)
             if getattr(o, "last_delivery", None) is not None:
                 last_delivery.add_metric([o.name], o.last_delivery)
-        yield from (delivered, up, last_delivery)
+        yield from (delivered, retries, up, last_delivery)
 
 
 # ---------------------------------------------------------------- HTTP

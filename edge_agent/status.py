@@ -43,7 +43,7 @@ def candidate_paths(cfg: Config) -> list[Path]:
 
 async def snapshot(supervisor: Any) -> dict[str, Any]:
     """Everything maintenance wants at a glance; secrets never appear (errors are redacted)."""
-    from edge_agent.metrics import machine_state
+    from edge_agent.metrics import machine_state, output_retries
 
     agent = supervisor.agent
     cfg = supervisor.cfg
@@ -91,7 +91,9 @@ async def snapshot(supervisor: Any) -> dict[str, Any]:
         last = getattr(o, "last_delivery", None)
         out["outputs"].append({
             "name": o.name, "connected": bool(getattr(o, "connected", False)),
-            "delivered": getattr(o, "delivered", 0), "last_delivery": rfc3339(last) if last else None,
+            "delivered": getattr(o, "delivered", 0), "retries": output_retries(o, supervisor.metrics._retry_handler.counts),
+            "last_error": _redact(getattr(o, "last_error", None), cfg),
+            "last_delivery": rfc3339(last) if last else None,
             "last_delivery_age_s": round(now - last, 1) if last else None, "acked_seq": cursors.get(o.name),
         })
     return out
@@ -251,12 +253,12 @@ def render(report: dict[str, Any]) -> None:
                       f"({b['path']})", highlight=False)
     elif b:
         console.print(f"Buffer: [red]{b.get('error')}[/]")
-    t = Table("output", "connected", "delivered", "last delivery", "acked seq", title="Outputs",
-              title_justify="left")
+    t = Table("output", "connected", "delivered", "last delivery", "acked seq", "retries", "last error",
+              title="Outputs", title_justify="left")
     for o in report["outputs"]:
         t.add_row(o["name"], "[green]yes[/]" if o["connected"] else "[red]no[/]", str(o["delivered"]),
                   f"{_age(o['last_delivery_age_s'])} ago" if o["last_delivery_age_s"] is not None else "never",
-                  str(o["acked_seq"]))
+                  str(o["acked_seq"]), str(o.get("retries", "")), o.get("last_error") or "")
     console.print(t)
 
 
