@@ -337,12 +337,14 @@ class Buffer:
         acked = self._acked.get(output, set())
         start = max(self.cursor(output), after)
         q = f"SELECT {_COLUMNS} FROM events WHERE seq > ?" + (" AND seq < ?" if before is not None else "")
+        top = before if before is not None else float("inf")
+        skip = sum(1 for s in acked if start < s < top)  # rows in range that were acked out of order
         out: list[Row] = []
         while len(out) < limit:
             params: list[Any] = [start] + ([before] if before is not None else [])
-            batch = self._conn.execute(q + " ORDER BY seq LIMIT ?", (*params, limit + len(acked))).fetchall()
+            batch = self._conn.execute(q + " ORDER BY seq LIMIT ?", (*params, limit + skip)).fetchall()
             out.extend(Row(*r) for r in batch if r[0] not in acked)
-            if len(batch) < limit + len(acked):
+            if len(batch) < limit + skip:
                 break
             start = batch[-1][0]
         return out[:limit]
