@@ -230,7 +230,6 @@ class OpcUaDriver:
     async def _reclaim(self, server_der: bytes | None) -> None:
         """Close the session a lost connection left on the server (it outlives the socket while it has subscriptions)."""
         token, nonce = self._orphan  # type: ignore[misc]
-        self._orphan = None
         client = await self._make_client(server_der)
         client.connection_lost_callback = None
         try:
@@ -249,6 +248,7 @@ class OpcUaDriver:
                 log.debug("event=opcua_session_gone device=%s status=%s", self.device.name, describe(e))
             finally:
                 await self._quiet(client.uaclient.close_secure_channel())
+            self._orphan = None  # settled; a network error above keeps it for the next attempt
         finally:
             client.disconnect_socket()
 
