@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import Config, load_config
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, EdgeAgentError
 
 log = logging.getLogger("edge_agent.service")
 
@@ -98,6 +98,16 @@ class Notifier:
 
 
 # ---------------------------------------------------------------- supervisor
+
+
+def _leaves(group: BaseExceptionGroup) -> list[Exception]:
+    out: list[Exception] = []
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            out += _leaves(e)
+        elif isinstance(e, Exception):
+            out.append(e)
+    return out
 
 
 class _DeviceProgress:
@@ -181,6 +191,16 @@ class Supervisor:
                 await self._run_agents()
                 for t in services:
                     t.cancel()
+        except BaseExceptionGroup as group:
+            leaves = _leaves(group)
+            if not leaves:
+                raise
+            first = next((e for e in leaves if isinstance(e, EdgeAgentError)), leaves[0])
+            log.critical("event=agent_failed error=%r", f"{type(first).__name__}: {first}")
+            self.notifier.notify(STATUS=f"failed: {type(first).__name__}: {first}", ERRNO=1)
+            if isinstance(first, EdgeAgentError):
+                raise first from group  # the CLI prints it as one line and exits 1
+            raise
         finally:
             if self.install_signals:
                 # everything is committed: a second SIGTERM while the process exits must not turn a

@@ -169,3 +169,32 @@ async def test_a_bad_config_at_start_exits_2_with_a_log_line(tmp_path):
     code, _out, err = await cli("run", "--config", str(bad))
     assert code == 2  # RestartPreventExitStatus=2: systemd does not restart into the same error
     assert f"{bad}:2: machines:" in err and f"event=config_error config={bad}" in err
+
+
+
+async def test_a_pipeline_failure_surfaces_as_one_error_and_one_log_line(tmp_path, monkeypatch, caplog):
+    """An agent that dies is reported as `event=agent_failed` and re-raised as the error itself (not
+    a nested ExceptionGroup), so `edge-agent run` prints one line and exits 1 -> Restart=on-failure."""
+    import logging
+
+    import edge_agent.daemon
+    from edge_agent.config import parse_config
+    from edge_agent.errors import ConnectionLost
+    from edge_agent.service import Notifier, Supervisor
+
+    class Failing(edge_agent.daemon.Agent):
+        async def run(self, stop):
+            await asyncio.sleep(0.1)
+            raise ConnectionLost("plc", "the PLC went up in smoke")
+
+    monkeypatch.setattr(edge_agent.daemon, "Agent", Failing)
+    cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=free_port(), metrics={"enabled": False})
+    sup = Supervisor(parse_config(yaml.safe_dump(cfg)), notifier=Notifier(None), install_signals=False)
+    caplog.set_level(logging.INFO, logger="edge_agent")
+    try:
+        await sup.run()
+    except ConnectionLost as e:
+        assert "went up in smoke" in str(e)
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert "event=agent_failed error='ConnectionLost: plc: the PLC went up in smoke'" in caplog.text
