@@ -150,3 +150,36 @@ async def test_connect_to_a_peer_that_never_answers_times_out():
         closed_port = s.getsockname()[1]
     with pytest.raises(ConnectionLost, match="cannot connect"):
         await OpcUaDriver(device(f"opc.tcp://127.0.0.1:{closed_port}"), TAGS).connect()
+
+
+async def test_a_silent_connection_is_detected_by_keepalive_and_recovered():
+    """A pulled cable: the socket stays open but nothing arrives. The keep-alive notices, the sampler
+    reconnects (timing out while the line is dead), and the stranded session is reclaimed afterwards."""
+    from opcua_fixtures import Blackhole
+
+    srv = UaTestServer(variables=[Var("Counter", "UInt32", 1)])
+    await srv.start()
+    proxy = Blackhole(srv.port)
+    await proxy.start()
+    try:
+        agent = Agent(srv, "subscribe")
+        agent.driver = OpcUaDriver(device(f"opc.tcp://127.0.0.1:{proxy.port}/test", mode="subscribe", keepalive=1.0,
+                                          timeout=0.5, poll_interval=0.05), TAGS)
+        async with agent:
+            await agent.expect(1, 5)
+            proxy.blocked = True
+            t0 = time.monotonic()
+            await wait_until(lambda: any(isinstance(s, DeviceStatus) and not s.connected for s in agent.items), 6,
+                             "the dead connection to be noticed")
+            assert time.monotonic() - t0 < 2 * 1.0 + 0.5 + 1.0, "detected within the keep-alive bound"
+            await asyncio.sleep(1.0)  # reconnect attempts time out meanwhile
+            proxy.blocked = False
+            await srv.set("Counter", 2)
+            await agent.expect(2, 10)
+            assert agent.connects() == 2
+            await wait_until(lambda: srv.sessions() == 1, 3, "the stranded session to be reclaimed")
+            assert agent.driver.sessions_reclaimed == 1
+            assert agent.max_sessions == 1
+    finally:
+        await proxy.stop()
+        await srv.stop()

@@ -407,11 +407,12 @@ class OpcUaDriver:
         log.info("event=opcua_subscribed device=%s items=%d failed=%d publishing_ms=%.0f sampling_ms=%.0f",
                  d.name, len(names), len(initial), interval, sampling)
         stale_after = 2 * d.keepalive + d.timeout
+        started = time.monotonic()
         while True:
             if self._lost.is_set():
                 raise ConnectionLost(d.name, self._lost_reason)
-            last = sub.last_publish_at
-            if last is not None and time.monotonic() - last > stale_after:
+            last = sub.last_publish_at or started  # a server that never publishes is as dead as one that stopped
+            if time.monotonic() - last > stale_after:
                 raise ConnectionLost(d.name, f"no publish response or keep-alive for {stale_after:.0f}s")
             get = asyncio.ensure_future(queue.get())
             lost = asyncio.ensure_future(self._lost.wait())
