@@ -212,7 +212,7 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
 
 
 def utc(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc)
+    return dt.datetime(*args, tzinfo=dt.UTC)
 
 
 class Blackhole:

@@ -12,11 +12,11 @@ import asyncio
 import pytest
 import yaml
 from asyncua import ua
-
 from conftest import Collector, FrozenClock, free_port, write_config
+from opcua_fixtures import UaTestServer, Users, Var, make_cert
+
 from edge_agent.config import parse_config
 from edge_agent.simulator import Simulation, serve
-from opcua_fixtures import UaTestServer, Users, Var, make_cert
 
 NS = "urn:acme:press"
 

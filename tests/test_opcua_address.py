@@ -68,10 +68,11 @@ def test_config_errors_name_line_and_field():
     with pytest.raises(ConfigError) as exc:
         parse_config(CONFIG, "agent.yaml")
     assert exc.value.problems == [
-        "agent.yaml:10: tags[1].address: tag 'bad_addr': bad OPC UA node id 'Counter': expected [ns=<index>;|nsu=<uri>;]<i|s|g|b>=<id>, "
-        "e.g. nsu=urn:acme:press;s=Line3.Press.Counter or ns=2;s=Counter or i=2258",
-        "agent.yaml:11: tags[2].type: tag 'bad_type': type 'float32' is not an OPC UA type the driver reads (one of Boolean, Int16, "
-        "UInt16, Int32, UInt32, Int64, UInt64, Float, Double, String, DateTime)",
+        ("agent.yaml:10: tags[1].address: tag 'bad_addr': bad OPC UA node id 'Counter': "
+         "expected [ns=<index>;|nsu=<uri>;]<i|s|g|b>=<id>, "
+         "e.g. nsu=urn:acme:press;s=Line3.Press.Counter or ns=2;s=Counter or i=2258"),
+        ("agent.yaml:11: tags[2].type: tag 'bad_type': type 'float32' is not an OPC UA type the driver reads "
+         "(one of Boolean, Int16, UInt16, Int32, UInt32, Int64, UInt64, Float, Double, String, DateTime)"),
     ]
 
 

@@ -10,14 +10,14 @@ import sys
 import pytest
 import pytest_asyncio
 import yaml
-
 from conftest import ROOT, FrozenClock
+from opcua_fixtures import NS_PRESS, free_port
+
 from drivers.opcua.browse import browse, render_text
 from edge_agent.config import parse_config
 from edge_agent.errors import DriverError
 from edge_agent.simulator import Simulation
 from edge_agent.simulator.opcua import SIM_NAMESPACE, OpcUaFrontend
-from opcua_fixtures import NS_PRESS, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

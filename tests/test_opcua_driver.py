@@ -9,15 +9,24 @@ import math
 import pytest
 import pytest_asyncio
 import yaml
-
 from conftest import FrozenClock
+from opcua_fixtures import (
+    NS_OTHER,
+    NS_PRESS,
+    UaTestServer,
+    Var,
+    device,
+    free_port,
+    utc,
+    wait_until,
+)
+
 from drivers.base import Subscriber
 from drivers.opcua.driver import OpcUaDriver
 from edge_agent.config import Tag, parse_config
 from edge_agent.model import Quality
 from edge_agent.simulator import Simulation
 from edge_agent.simulator.opcua import OpcUaFrontend
-from opcua_fixtures import NS_OTHER, NS_PRESS, UaTestServer, Var, device, free_port, utc, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -149,7 +158,7 @@ async def simulator():
 
 
 async def test_polled_counts_match_the_simulated_machine(simulator):
-    cfg, clock, machine, frontend = simulator
+    cfg, clock, machine, _frontend = simulator
     drv = OpcUaDriver(cfg.devices[0], cfg.tags)
     await drv.connect()
     try:
@@ -166,7 +175,7 @@ async def test_polled_counts_match_the_simulated_machine(simulator):
 
 
 async def test_subscribed_counts_match_the_simulated_machine(simulator):
-    cfg, clock, machine, frontend = simulator
+    cfg, clock, machine, _frontend = simulator
     dev = cfg.devices[0].model_copy(update={"mode": "subscribe"})
     drv = OpcUaDriver(dev, cfg.tags)
     latest: dict[str, object] = {}

@@ -9,13 +9,13 @@ import socket
 import time
 
 import pytest
+from opcua_fixtures import NS_OTHER, NS_PRESS, UaTestServer, Var, device, wait_until
 
 from drivers.opcua.driver import OpcUaDriver
 from edge_agent.config import Tag
 from edge_agent.errors import ConnectionLost
 from edge_agent.model import DeviceStatus, Quality, Sample
 from edge_agent.sampling import Backoff, run_device
-from opcua_fixtures import NS_OTHER, NS_PRESS, UaTestServer, Var, device, wait_until
 
 TAGS = [Tag(name="parts", device="ua", address=f"nsu={NS_PRESS};s=Counter", type="UInt32")]
 
@@ -98,7 +98,7 @@ async def test_twenty_forced_reconnects_never_leave_a_second_session(mode):
             for i in range(1, 21):
                 connects = agent.connects()
                 assert srv.drop_connections() == 1
-                await wait_until(lambda: agent.connects() > connects, 5, f"reconnect {i}")
+                await wait_until(lambda before=connects: agent.connects() > before, 5, f"reconnect {i}")
                 await srv.set("Counter", i)
                 await agent.expect(i, 3)
                 assert srv.sessions() == 1

@@ -14,6 +14,15 @@ import pytest_asyncio
 from asyncua import ua
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from opcua_fixtures import (
+    NS_PRESS,
+    UaTestServer,
+    Users,
+    Var,
+    device,
+    make_cert,
+    wait_until,
+)
 
 from drivers.opcua import security
 from drivers.opcua.driver import OpcUaDriver
@@ -21,7 +30,6 @@ from edge_agent.config import Tag
 from edge_agent.errors import DeviceRejected
 from edge_agent.model import DeviceStatus, Quality
 from edge_agent.sampling import run_device
-from opcua_fixtures import NS_PRESS, UaTestServer, Users, Var, device, make_cert, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

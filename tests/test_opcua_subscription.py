@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+from opcua_fixtures import NS_PRESS, UaTestServer, Var, device, wait_until
+
 from drivers.opcua.driver import OpcUaDriver
 from edge_agent.config import Tag
-from opcua_fixtures import NS_PRESS, UaTestServer, Var, device, wait_until
 
 TAGS = [Tag(name="level", device="ua", address=f"nsu={NS_PRESS};s=Level", type="Double"),
         Tag(name="parts", device="ua", address=f"nsu={NS_PRESS};s=Counter", type="UInt32")]

@@ -36,7 +36,7 @@ INTEGER_RANGES: dict[str, tuple[int, int]] = {
 }
 NUMERIC = set(INTEGER_RANGES) | {"Float", "Double"}
 
-_NODE_ID = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+(?:;[^;]+)*?);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.S)
+_NODE_ID = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+(?:;[^;]+)*?);)?(?P<kind>[isgb])=(?P<ident>.+)$", re.DOTALL)
 _EXAMPLE = "e.g. nsu=urn:acme:press;s=Line3.Press.Counter or ns=2;s=Counter or i=2258"
 
 

@@ -47,7 +47,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, dt.datetime):
-        return rfc3339((value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp())
+        return rfc3339((value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp())
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, uuid.UUID):

@@ -289,7 +289,7 @@ class OpcUaDriver:
     async def _abort(self) -> None:
         try:
             await self.close()
-        except Exception as e:  # never mask the connect error with a cleanup error
+        except Exception as e:  # noqa: BLE001 -- never mask the connect error with a cleanup error
             log.debug("event=opcua_abort_failed device=%s error=%s", self.device.name, describe(e))
 
     async def _quiet(self, aw: Awaitable[Any]) -> None:

@@ -141,7 +141,7 @@ def _ensure_own(pki: Path, app_uri: str) -> tuple[Identity, bool]:
     cert_path, key_path = pki / OWN_CERT, pki / OWN_KEY
     if cert_path.is_file() and key_path.is_file():
         cert = _load_cert(cert_path)
-        still_valid = cert.not_valid_after_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+        still_valid = cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         if still_valid and _uri_of(cert) == app_uri:
             return Identity(cert_path, key_path, app_uri), False
     cert_path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,11 +45,10 @@ def convert(value: Any, data_type: str) -> Any:
             return value
         if isinstance(value, ua.LocalizedText):
             return value.Text
-    elif data_type == "DateTime":
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
-            return rfc3339(value.timestamp())
+    elif data_type == "DateTime" and isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return rfc3339(value.timestamp())
     raise TypeError(f"node value {type(value).__name__} does not fit type {data_type}")
 
 

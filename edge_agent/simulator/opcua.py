@@ -44,7 +44,7 @@ def to_variant(value: object, data_type: str) -> ua.Variant:
     if data_type in ("Float", "Double"):
         return ua.Variant(float(value), vt)
     if data_type == "DateTime":
-        return ua.Variant(dt.datetime.now(dt.timezone.utc), vt)
+        return ua.Variant(dt.datetime.now(dt.UTC), vt)
     return ua.Variant(str(value), vt)
 
 
