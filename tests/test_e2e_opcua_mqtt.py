@@ -114,3 +114,40 @@ async def test_agent_refused_by_the_server_says_so_once_without_traceback(tmp_pa
         assert f"certificate={tmp_path / 'pki' / 'own' / 'edge-agent.der'}" in out, "the agent says where its certificate is"
     finally:
         await srv.stop()
+
+
+async def test_server_restart_with_reordered_namespaces_loses_no_count(tmp_path, broker, agent_factory):
+    """The PLC's OPC UA server restarts (same port, namespaces reordered) while the machine keeps
+    producing: the agent reconnects, re-resolves the namespace URI and every part is counted once."""
+    from edge_agent.simulator.opcua import OpcUaFrontend
+
+    cfg = opcua_line_config(tmp_path, opcua_port=free_port(), mqtt_port=broker.port, mode="subscribe")
+    clock = FrozenClock()
+    parsed = parse_config(yaml.safe_dump(cfg))
+    sim = Simulation(parsed, clock=clock)
+    machine = sim.machines["m1"]
+    machine.cycle_time, machine.stop_probability, machine.stop_duration = 0.05, 0.05, (0.2, 0.5)
+    dev = parsed.devices[0]
+    frontend = OpcUaFrontend(dev, parsed.tags, sim)
+    await frontend.start()
+    agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+    try:
+        async with Collector(broker.port) as collector:
+            agent.start()
+            await collector.wait_for(lambda: collector.events("state"), 20, "the first state event")
+            clock.run()
+            await asyncio.sleep(1.5)
+            await frontend.stop()  # the machine keeps producing while its server is down
+            await asyncio.sleep(0.5)
+            frontend = OpcUaFrontend(dev, parsed.tags, sim, extra_namespaces=["urn:acme:safety", "urn:acme:energy"])
+            await frontend.start()
+            await asyncio.sleep(1.5)
+            clock.freeze()
+            await collector.wait_for(lambda: counted(collector) >= machine.total, 20, f"{machine.total} parts")
+            await asyncio.sleep(0.5)
+            assert counted(collector) == machine.total
+        assert agent.stop() == 0
+        out = agent.output()
+        assert out.count("event=opcua_subscribed") == 2 and "Traceback" not in out
+    finally:
+        await frontend.stop()

@@ -49,8 +49,9 @@ def to_variant(value: object, data_type: str) -> ua.Variant:
 
 
 class OpcUaFrontend:
-    def __init__(self, device, tags, sim):
+    def __init__(self, device, tags, sim, *, extra_namespaces: list[str] | None = None):
         self.device, self.tags, self.sim = device, list(tags), sim
+        self.extra_namespaces = list(extra_namespaces or [])  # registered first: shifts every other index
         self.addresses: dict[str, OpcUaAddress] = {t.name: parse(t.address, t.type) for t in self.tags}
         self.server: Server | None = None
         self._nodes: dict[str, ua.NodeId] = {}
@@ -69,6 +70,8 @@ class OpcUaFrontend:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.disable_clock()
         await server.set_application_uri(SIM_NAMESPACE)  # namespace 1 is the server's application URI
+        for uri in self.extra_namespaces:
+            await server.register_namespace(uri)
         for addr in self.addresses.values():
             if addr.node.namespace_uri:
                 await server.register_namespace(addr.node.namespace_uri)
