@@ -23,6 +23,7 @@ from pathlib import Path
 from asyncua import ua
 from asyncua.crypto import cert_gen, security_policies
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge_agent.config import OpcUaDevice
@@ -152,8 +153,6 @@ def _ensure_own(pki: Path, app_uri: str) -> tuple[Identity, bool]:
         key, "edge-agent", {}, [x509.UniformResourceIdentifier(app_uri), x509.DNSName(host)],
         extended=[ExtendedKeyUsageOID.CLIENT_AUTH], days=CERT_DAYS,
     )
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     _write_private(key_path, cert_gen.dump_private_key_as_pem(key))
     _write_public(cert_path, cert.public_bytes(Encoding.DER))
     return Identity(cert_path, key_path, app_uri), True
@@ -192,8 +191,6 @@ def _trusted_path(device: OpcUaDevice, pki: Path) -> Path:
 
 def _check_server(device: OpcUaDevice, pki: Path, der: bytes) -> str | None:
     """None if the server certificate is trusted (pinned, or first use); else why not."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     if device.server_certificate is not None:
         pinned = _load_cert(device.server_certificate).public_bytes(Encoding.DER)
         if pinned != der:
