@@ -263,7 +263,8 @@ class S7Bench(Base):
 
         class Counting(S7Server):
             def _process_request(self, request_data, client_address):
-                if not outer.first_request_reported:
+                is_read = len(request_data) >= 12 and request_data[1] == 0x01 and request_data[10] == 0x04
+                if is_read and not outer.first_request_reported:
                     outer.first_request_reported = True
                     emit({"report": True, "first_request": time.time()})
                 return super()._process_request(request_data, client_address)
@@ -309,9 +310,12 @@ class OpcUaBench(Base):
         original = InternalSession.read
 
         async def counting_read(session, params):
-            outer.seen_request(len(params.NodesToRead))
+            nodes = params.NodesToRead
+            if any(n.NodeId.NamespaceIndex == outer.ns for n in nodes):  # not the client's own housekeeping reads
+                outer.seen_request(len(nodes))
             return await original(session, params)
 
+        self.ns = -1
         InternalSession.read = counting_read
         port = int(self.opts.get("port", 0)) or _free_port()
         server = Server()
@@ -319,7 +323,7 @@ class OpcUaBench(Base):
         server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
         server.socket_address = ("127.0.0.1", port)
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        idx = await server.register_namespace(NS)
+        idx = self.ns = await server.register_namespace(NS)
         objects = server.nodes.objects
         folder = await objects.add_folder(ua.NodeId("bench", idx), f"{idx}:bench")
         self.ua, self.server = ua, server
