@@ -168,7 +168,7 @@ async def test_broker_that_stops_answering_never_hangs_the_agent(tmp_path, broke
 async def test_buffer_cap_reached_during_a_long_outage_keeps_running_and_the_gap_is_exact(
         tmp_path, broker, agent_factory):
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,
-                             buffer={"path": str(tmp_path / "buffer.db"), "max_bytes": "80kB"})
+                             buffer={"path": str(tmp_path / "buffer.db"), "max_bytes": "56kB"})
     clock = FrozenClock()
     machine, sim = await start_simulator(cfg, clock, cycle_time=0.02)
     agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
@@ -177,7 +177,7 @@ async def test_buffer_cap_reached_during_a_long_outage_keeps_running_and_the_gap
         await c.wait_for(lambda: c.events("state"), 15, "the first state event")
         broker.stop()
         clock.run()
-        await asyncio.sleep(10)
+        await asyncio.sleep(6)
         clock.freeze()
         await asyncio.sleep(1.0)
         assert "event=buffer_shed reason=buffer_full" in agent.output()
