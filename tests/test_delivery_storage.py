@@ -179,3 +179,49 @@ async def test_async_buffer_retries_by_itself_and_bounds_memory(small_fs):
     assert lost + states == extra and lost > 0
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     await b.close()
+
+
+async def test_agent_process_survives_a_full_disk_and_delivers_everything(tmp_path, broker, agent_factory):
+    """The real agent on a disk that fills up during a broker outage: no crash loop, nothing lost.
+
+    As root the buffer lives on a 256 kB tmpfs, later grown; otherwise the agent runs with a
+    file-size limit (RLIMIT_FSIZE, EFBIG: an I/O error to SQLite) that the test later raises.
+    """
+    import resource
+
+    from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
+    from delivery_support import check_complete, start_simulator
+
+    fs = SmallFs(tmp_path)
+    try:
+        cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port,
+                                 buffer={"path": str(fs.dir / "buffer.db")})
+        clock = FrozenClock()
+        machine, sim = await start_simulator(cfg, clock)
+        agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
+        async with Collector(broker.port) as c:
+            agent.start()
+            if not fs.real:
+                resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (400_000, resource.RLIM_INFINITY))
+            await c.wait_for(lambda: c.events("state"), 15, "the first state event")
+            broker.stop()
+            clock.run()
+            await c.wait_for(lambda: "event=buffer_store_failed" in agent.output(), 60, "the disk to fill up")
+            await asyncio.sleep(3)  # producing on, with a full disk
+            assert agent.proc.poll() is None, "the agent must not exit on a full disk"
+            clock.freeze()
+            if fs.real:
+                fs.resize("32m")
+            else:
+                resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+            broker.start()
+            await c.wait_for(lambda: sum(e["count"] for e in {x["event_id"]: x for x in c.events()}.values()
+                                         if e["type"] == "count") >= machine.total, 60, f"{machine.total} parts")
+            check_complete(c.events(), machine.total)
+        out = agent.output()
+        assert "event=buffer_recovered" in out
+        assert out.count("event=buffer_store_failed") == 1, "logged once, not once per retry"
+        assert agent.stop() == 0
+        sim.cancel()
+    finally:
+        fs.close()
