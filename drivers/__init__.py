@@ -27,6 +27,19 @@ def load_driver(protocol: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def build_driver(cfg: Any, device: Any, tags: Any = None) -> Any:
+    """The driver for one device of a config, with the tags it owns (or just `tags`).
+
+    OPC UA keeps its application certificate beside the buffer (`<buffer dir>/pki`), so the
+    daemon, `tags read` and `browse` all present the same certificate to the server.
+    """
+    cls = load_driver(device.protocol)
+    tags = cfg.tags_of(device.name) if tags is None else tags
+    if device.protocol == "opcua":
+        return cls(device, tags, pki_dir=cfg.pki_dir)
+    return cls(device, tags)
+
+
 def check_address(device: Any, address: str, data_type: str) -> None:
     """Raise ValueError (with `.field = "type"` for a type problem) if a tag cannot be read."""
     _, module = REGISTRY[device.protocol]

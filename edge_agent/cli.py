@@ -169,7 +169,7 @@ def browse(
 
     _logging(verbose)
     try:
-        entries = asyncio.run(run_browse(dev, path, depth, pki_dir=cfg.buffer.resolved_path().parent / "pki"))
+        entries = asyncio.run(run_browse(dev, path, depth, pki_dir=cfg.pki_dir))
     except KeyboardInterrupt:
         raise typer.Exit(1) from None
     except EdgeAgentError as e:

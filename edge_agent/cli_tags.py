@@ -177,7 +177,7 @@ def tag_rows(cfg: Config, device: str | None = None) -> list[dict[str, Any]]:
 
 async def read_tags(cfg: Config, names: list[str]) -> list[dict[str, Any]]:
     """Connect to each device that owns one of `names` (all tags when empty), read once, close."""
-    from drivers import load_driver
+    from drivers import build_driver
     from edge_agent.model import rfc3339
 
     wanted = [t for t in cfg.tags if not names or t.name in names]
@@ -187,7 +187,7 @@ async def read_tags(cfg: Config, names: list[str]) -> list[dict[str, Any]]:
 
     async def one(device_name: str, tags: list) -> list[dict[str, Any]]:
         device = cfg.device(device_name)
-        driver = load_driver(device.protocol)(device, tags)
+        driver = build_driver(cfg, device, tags)
         rows = []
         try:
             async with asyncio.timeout(device.timeout * 3 + 5):

@@ -579,6 +579,11 @@ class Config(_Model):
         p = self.plant
         return f"{prefix}/{p.site}/{p.area}/{p.line}"
 
+    @property
+    def pki_dir(self) -> Path:
+        """Certificates the agent creates (OPC UA) live beside the buffer, in the state directory."""
+        return self.buffer.resolved_path().parent / "pki"
+
     def topic_root(self, machine: str) -> str:
         """`<line_root>/<machine>`: where a machine's events, state and commands live."""
         return f"{self.line_root}/{machine}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buffer import AsyncBuffer
-from drivers import load_driver
+from drivers import build_driver
 from edge_agent.config import Config
 from edge_agent.derivation import Deriver
 from edge_agent.events import to_store
@@ -60,7 +60,7 @@ class Agent:
             max_age=cfg.buffer.max_age, max_pending=cfg.buffer.memory_events,
             gap_topic=f"{cfg.line_root}/event/gap",
         )
-        self.drivers = [load_driver(d.protocol)(d, cfg.tags_of(d.name)) for d in cfg.devices]
+        self.drivers = [build_driver(cfg, d) for d in cfg.devices]
         if metrics is not None:
             for d in self.drivers:
                 metrics.instrument(d)
@@ -74,6 +74,10 @@ class Agent:
             for _, tag in m.signals:
                 if tag in tag_device:
                     self._machines_of.setdefault(tag_device[tag], set()).add(m.id)
+        # device -> those machines in config order: a poll is derived only by the machines that read from
+        # its device (was: every machine saw every sample, O(machines x tags) per second)
+        self._route = {d: [m.id for m in cfg.machines if m.id in ms] for d, ms in self._machines_of.items()}
+        self._tag_device = tag_device
         self.events_stored = 0
         self.ready = asyncio.Event()
         self._state_flushed = float("-inf")
@@ -172,14 +176,26 @@ class Agent:
             if stop:
                 return
 
+    def _machines_reading(self, item: list[Sample | DeviceStatus]) -> list[str]:
+        """The machines with a signal on the device(s) of this poll (a poll is one device's), in config order."""
+        route = self._route
+        if not item:
+            return []
+        first = item[0]
+        device = first.device if isinstance(first, DeviceStatus) else self._tag_device.get(first.tag)
+        last = item[-1]
+        if len(item) > 1 and device != (last.device if isinstance(last, DeviceStatus) else self._tag_device.get(last.tag)):
+            devices = {x.device if isinstance(x, DeviceStatus) else self._tag_device.get(x.tag) for x in item}
+            wanted = {m for d in devices for m in route.get(d, ())}
+            return [m for m in self.derivers if m in wanted]
+        return route.get(device, [])
+
     async def _apply(self, batch: list, force: bool = False) -> None:
         events = []
         for item in batch:
             if isinstance(item, list):
-                for machine, deriver in self.derivers.items():
-                    relevant = [x for x in item if isinstance(x, Sample) or machine in self._machines_of.get(x.device, ())]
-                    if relevant:
-                        events.extend(deriver.step(relevant))
+                for machine in self._machines_reading(item):
+                    events.extend(self.derivers[machine].step(item))
             elif isinstance(item, _Tick):
                 for deriver in self.derivers.values():
                     events.extend(deriver.tick(item.ts))
