@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the demo and the tests use: mosquitto (the broker) and socat (serial pty pairs).
+# Debian packages the demo and the tests use: mosquitto (the broker), socat (serial pty pairs) and
+# systemd's systemd-analyze (checks of the unit file; systemd need not be running).
 # Installed with apt when missing and we may (root or password-less sudo); otherwise say what to do.
 set -uo pipefail
 
@@ -9,6 +10,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null 
 missing=()
 have mosquitto || missing+=(mosquitto)
 have socat || missing+=(socat)
+have systemd-analyze || missing+=(systemd)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 echo "installing ${missing[*]} with apt" >&2
