@@ -508,7 +508,9 @@ class Buffer:
             summary.append(entry)
         summary.sort(key=lambda d: (d.get("from_seq", 0), d["from_ts"]))
         ts = min(d["from_ts"] for d in summary)
-        from edge_agent.model import rfc3339  # light module; keeps buffer importable alone otherwise
+        from edge_agent.model import (
+            rfc3339,  # light module; keeps buffer importable alone otherwise
+        )
 
         body = {"schema": "edge-agent/gap/v1", "type": "gap", "reason": reason, "ts": rfc3339(ts),
                 "count": sum(d["count"] for d in summary), "dropped": summary}
@@ -549,7 +551,7 @@ class Buffer:
         last = 0
         while rows := c.execute(f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                                 (last, batch)).fetchall():
-            for r in map(lambda x: Row(*x), rows):
+            for r in (Row(*x) for x in rows):
                 yield {"seq": r.seq, "event_id": r.event_id, "type": r.type, "ts": r.ts, "stored": r.stored,
                        "priority": r.priority, "topic": r.topic, "payload": json.loads(r.payload)}
             last = rows[-1][0]

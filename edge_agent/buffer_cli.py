@@ -7,6 +7,7 @@ share it). `purge` deletes events for good and commits a `gap` event (reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -94,21 +95,19 @@ def export(
     """Every buffered event (or dead letter) as JSON lines, oldest first; progress on stderr."""
     b = _open(config)
     total = b.count(dead_letters=dead_letters)
-    out = open(output, "w", encoding="utf-8") if output else sys.stdout
     tty = sys.stderr.isatty()
     done, last = 0, 0.0
     try:
-        for record in b.export(dead_letters=dead_letters):
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-            done += 1
-            if time.monotonic() - last > 0.5 or done == total:
-                last = time.monotonic()
-                start, end = ("\r", "" if done < total else "\n") if tty else ("", "\n")
-                sys.stderr.write(f"{start}exported {done}/{total}{end}")
-                sys.stderr.flush()
+        with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as out:
+            for record in b.export(dead_letters=dead_letters):
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
+                done += 1
+                if time.monotonic() - last > 0.5 or done == total:
+                    last = time.monotonic()
+                    start, end = ("\r", "" if done < total else "\n") if tty else ("", "\n")
+                    sys.stderr.write(f"{start}exported {done}/{total}{end}")
+                    sys.stderr.flush()
     finally:
-        if output:
-            out.close()
         b.close()
     if total == 0:
         sys.stderr.write("exported 0/0\n")

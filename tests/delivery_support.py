@@ -17,15 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import aiomqtt
 import yaml
+from conftest import FrozenClock
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest import FrozenClock
 from edge_agent.config import parse_config
 from edge_agent.simulator import Simulation, serve
 
@@ -60,7 +61,7 @@ class Pki:
 
 def make_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def cert(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool = False, server: bool = False):
         b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer_name)
@@ -136,7 +137,7 @@ class HttpsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 events = json.loads(body)
                 if outer.token and self.headers.get("Authorization") != f"Bearer {outer.token}":
@@ -193,7 +194,7 @@ def unique(events: list[dict]) -> list[dict]:
     first: dict[str, dict] = {}
     for e in events:
         seen = first.setdefault(e["event_id"], e)
-        strip = lambda x: {k: v for k, v in x.items() if k != "historical"}  # noqa: E731
+        strip = lambda x: {k: v for k, v in x.items() if k != "historical"}
         assert strip(seen) == strip(e), f"event_id {e['event_id']} arrived with different content"
     return list(first.values())
 
@@ -238,7 +239,7 @@ class PropsCollector:
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
-    async def __aenter__(self) -> PropsCollector:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run())
         async with asyncio.timeout(10):
             await self.subscribed.wait()

@@ -228,7 +228,7 @@ def _cli(*args: str, input: str | None = None):
     from conftest import ROOT
 
     return subprocess.run([sys.executable, "-m", "edge_agent", "buffer", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=30, input=input)
+                          cwd=ROOT, timeout=30, input=input, check=False)
 
 
 def test_cli_stats_export_purge(tmp_path):

@@ -35,7 +35,7 @@ async def test_twenty_random_sigkills_lose_nothing(tmp_path, broker, agent_facto
             if i % 4 == 3:  # now and then during start-up (opening the buffer, connecting)
                 await asyncio.sleep(rng.uniform(0.1, 1.0))
             else:  # mostly once this agent publishes, at a random moment
-                await c.wait_for(lambda: len(c.events()) > before, 20, f"agent {i} publishing")
+                await c.wait_for(lambda n=before: len(c.events()) > n, 20, f"agent {i} publishing")
                 await asyncio.sleep(rng.uniform(0.0, 1.0))
             agent.kill()
             delivered_between.append(len(c.events()) - before)

@@ -13,8 +13,14 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import ROOT, Collector, FrozenClock, free_port, modbus_line_config, write_config
+from conftest import (
+    ROOT,
+    Collector,
+    FrozenClock,
+    free_port,
+    modbus_line_config,
+    write_config,
+)
 from delivery_support import HttpsServer, check_complete, make_pki, start_simulator
 
 
@@ -75,7 +81,7 @@ async def test_a_4xx_batch_lands_in_the_dead_letter_table_and_the_queue_moves_on
     https = {"url": server.url, "timeout": "3s", "batch_size": 50, "tls": {"ca_file": str(pki.ca)}}
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, outputs={"https": https})
     clock = FrozenClock()
-    machine, sim = await start_simulator(cfg, clock)
+    _, sim = await start_simulator(cfg, clock)
     config = write_config(tmp_path / "agent.yaml", cfg)
     agent = agent_factory(config)
     agent.start()
@@ -98,17 +104,17 @@ async def test_a_4xx_batch_lands_in_the_dead_letter_table_and_the_queue_moves_on
     assert len(seqs) == len(set(seqs))
     assert "event=dead_letter output=https rows=1" in agent.output()
     agent.stop()
-    stats = subprocess.run([sys.executable, "-m", "edge_agent", "buffer", "stats", "--config", str(config), "--json"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=30)
+    stats = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "edge_agent", "buffer", "stats", "--config", str(config), "--json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
     assert stats.returncode == 0, stats.stderr
     s = json.loads(stats.stdout)
     assert s["dead_letters"] == {"https": 1}
-    human = subprocess.run([sys.executable, "-m", "edge_agent", "buffer", "stats", "--config", str(config)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=30)
+    human = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "edge_agent", "buffer", "stats", "--config", str(config)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
     assert "dead letters https: 1" in human.stdout, human.stdout
     out = tmp_path / "dead.jsonl"
-    export = subprocess.run([sys.executable, "-m", "edge_agent", "buffer", "export", "--dead-letters", "--config",
-                             str(config), "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    export = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "edge_agent", "buffer", "export", "--dead-letters", "--config",
+                             str(config), "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
     assert export.returncode == 0 and "exported 1/1" in export.stderr
     (dead,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert dead["seq"] == bad_seq and dead["status"] == 422 and dead["payload"]["seq"] == bad_seq
@@ -121,7 +127,7 @@ async def test_https_outage_replays_in_order_marked_historical_rate_limited_with
     state = {"down": True}
     server = HttpsServer(pki, respond=lambda events, n: 503 if state["down"] else 200)
     https = {"url": server.url, "timeout": "2s", "batch_size": 10, "tls": {"ca_file": str(pki.ca)},
-             "replay_rate": 30, "historical_after": "1s", "retry_cap": "1s"}
+             "replay_rate": 20, "historical_after": "1s", "retry_cap": "1s"}
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, outputs={"https": https})
     clock = FrozenClock(frozen=False)
     machine, sim = await start_simulator(cfg, clock)
@@ -131,7 +137,7 @@ async def test_https_outage_replays_in_order_marked_historical_rate_limited_with
     deadline = loop.time() + 15
     while not server.requests and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    await asyncio.sleep(5)  # the MES answers 503: a backlog builds up
+    await asyncio.sleep(6)  # the MES answers 503: a backlog builds up
     state["down"] = False
     up = loop.time()
     await asyncio.sleep(4)  # live production while the backlog replays
@@ -144,10 +150,10 @@ async def test_https_outage_replays_in_order_marked_historical_rate_limited_with
     assert len(accepted) == len({e["event_id"] for e in accepted}), "each event accepted once"
     ok = [r for r in server.requests if r.status == 200]
     hist = [(r.at, e["seq"]) for r in ok for e in r.events if e.get("historical")]
-    assert len(hist) > 60, f"{len(hist)} historical events"
+    assert len(hist) > 40, f"{len(hist)} historical events"
     assert [s for _, s in sorted(hist)] == sorted(s for _, s in hist), "the backlog replays in original order"
     span = max(t for t, _ in hist) - min(t for t, _ in hist)
-    assert span >= (len(hist) - 30) / 30 * 0.8, f"{len(hist)} historical events in {span:.1f}s: faster than 30/s"
+    assert span >= (len(hist) - 20) / 20 * 0.8, f"{len(hist)} historical events in {span:.1f}s: faster than 20/s"
     top_hist = max(s for _, s in hist)
     live = [r.at for r in ok for e in r.events if not e.get("historical") and e["seq"] > top_hist]
     assert live and min(live) < max(t for t, _ in hist) - 1.0, "live events are not stuck behind the backlog"

@@ -8,8 +8,23 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conftest import Broker, Collector, FrozenClock, free_port, modbus_line_config, wait_port, write_config
-from delivery_support import PropsCollector, check_complete, make_pki, mosquitto_tls_listener, start_simulator
+from conftest import (
+    Broker,
+    Collector,
+    FrozenClock,
+    free_port,
+    modbus_line_config,
+    wait_port,
+    write_config,
+)
+from delivery_support import (
+    PropsCollector,
+    check_complete,
+    make_pki,
+    mosquitto_tls_listener,
+    start_simulator,
+)
+
 from edge_agent import __version__
 
 STATUS = "test/s1/a1/l1/status"
@@ -24,7 +39,7 @@ def counted(events: list[dict]) -> int:
 
 async def test_status_is_retained_online_and_offline_is_the_last_will(tmp_path, broker, agent_factory):
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port)
-    machine, sim = await start_simulator(cfg, FrozenClock())
+    _, sim = await start_simulator(cfg, FrozenClock())
     agent = agent_factory(write_config(tmp_path / "agent.yaml", cfg))
     agent.start()
     async with Collector(broker.port, STATUS) as c:
@@ -32,7 +47,7 @@ async def test_status_is_retained_online_and_offline_is_the_last_will(tmp_path, 
     # a late subscriber gets the retained status
     async with Collector(broker.port, STATUS) as late:
         await late.wait_for(lambda: late.messages, 5, "the retained status")
-        topic, online, retained = late.messages[-1]
+        _, online, retained = late.messages[-1]
         assert retained and online["status"] == "online" and online["version"] == __version__
         assert online["started"].endswith("Z")
         agent.kill()  # no DISCONNECT: the broker publishes the Last Will
@@ -262,8 +277,8 @@ async def test_mqtt_username_and_password_come_from_the_environment(tmp_path, ag
 
     (tmp_path / "mq").mkdir()
     pw = tmp_path / "mq" / "passwd"
-    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-c", "-b", str(pw),
-                    "line3", "pa55-word"], check=True, capture_output=True)
+    await asyncio.to_thread(subprocess.run, [shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-c",
+                                             "-b", str(pw), "line3", "pa55-word"], check=True, capture_output=True)
     broker = Broker(tmp_path / "mq", extra=("user root\n" if os.geteuid() == 0 else "")
                     + f"allow_anonymous false\npassword_file {pw}\n")
     broker.start()
@@ -273,7 +288,7 @@ async def test_mqtt_username_and_password_come_from_the_environment(tmp_path, ag
         cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, outputs={"mqtt": mqtt})
         monkeypatch.setenv("EA_MQTT_USER", "line3")
         monkeypatch.setenv("EA_MQTT_PASSWORD", "wr0ng-Secret")
-        machine, sim = await start_simulator(cfg, FrozenClock())
+        _, sim = await start_simulator(cfg, FrozenClock())
         config = write_config(tmp_path / "agent.yaml", cfg)
         agent = agent_factory(config)
         agent.start()

@@ -21,7 +21,7 @@ from buffer import AsyncBuffer, Buffer, NewEvent
 
 
 def _mount(*args: str) -> bool:
-    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+    return subprocess.run(["mount", *args], capture_output=True, check=False).returncode == 0
 
 
 class SmallFs:
@@ -38,7 +38,7 @@ class SmallFs:
 
     def close(self) -> None:
         if self.real:
-            subprocess.run(["umount", "-l", str(self.dir)], capture_output=True)
+            subprocess.run(["umount", "-l", str(self.dir)], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -189,7 +189,13 @@ async def test_agent_process_survives_a_full_disk_and_delivers_everything(tmp_pa
     """
     import resource
 
-    from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
+    from conftest import (
+        Collector,
+        FrozenClock,
+        free_port,
+        modbus_line_config,
+        write_config,
+    )
     from delivery_support import check_complete, start_simulator
 
     fs = SmallFs(tmp_path)

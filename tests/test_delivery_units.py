@@ -8,10 +8,10 @@ import logging
 import time
 
 import pytest
+from delivery_support import HttpsServer, make_pki
 from pydantic import ValidationError
 
 from buffer import AsyncBuffer, NewEvent
-from delivery_support import HttpsServer, make_pki
 from edge_agent.config import HttpsOutput, MqttOutput, Tls
 from edge_agent.forwarding.https import HttpsForwarder, idempotency_key
 from edge_agent.forwarding.replay import TokenBucket, mark_historical
@@ -98,16 +98,16 @@ async def test_https_wrong_ca_is_refused_with_a_clear_error(tmp_path, caplog):
 
 async def test_commits_stay_batched_under_load(tmp_path, broker):
     """One transaction per derivation batch: at most one commit per poll cycle (plus the 1 s tick)."""
+    import yaml
     from conftest import FrozenClock, free_port, modbus_line_config
     from delivery_support import start_simulator
+
     from edge_agent.config import parse_config
     from edge_agent.daemon import Agent
 
-    import yaml
-
     cfg = modbus_line_config(tmp_path, modbus_port=free_port(), mqtt_port=broker.port, poll="20ms")
     clock = FrozenClock(frozen=False)
-    machine, sim = await start_simulator(cfg, clock, cycle_time=0.002)  # ~500 parts/s, every poll sees parts
+    _, sim = await start_simulator(cfg, clock, cycle_time=0.002)  # ~500 parts/s, every poll sees parts
     agent = Agent(parse_config(yaml.safe_dump(cfg)))
     stop = asyncio.Event()
     run = asyncio.create_task(agent.run(stop))
