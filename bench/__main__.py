@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -79,6 +80,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 5, quick 3)")
     p.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     p.add_argument("--docs", action="store_true", help="rewrite the generated table in docs/performance.md")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the agent in the footprint figures' first window (bench/results/profile-*.txt)")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     a = p.parse_args()
     if a.list:
@@ -90,7 +93,7 @@ def main() -> int:
     unknown = [n for n in [*names, *skip] if n not in FIGURES]
     if unknown:
         p.error(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
-    s = Settings(quick=a.quick, runs=a.runs or (3 if a.quick else 5))
+    s = Settings(quick=a.quick, runs=a.runs or (3 if a.quick else 5), profile=a.profile)
     figures: list[dict] = []
     started = time.time()
     print(f"bench: {', '.join(n for n in names if n not in skip)} ({'quick, ' if s.quick else ''}{s.runs} runs)",
@@ -101,8 +104,10 @@ def main() -> int:
         t0 = time.monotonic()
         print(f"== {name}: {FIGURES[name]}", file=sys.stderr, flush=True)
         try:
+            load0 = os.getloadavg()[0]
             got: list[Figure] = importlib.import_module(f"bench.{name}").run(s)
-            figures += [f.as_dict() for f in got]
+            load = [round(load0, 2), round(os.getloadavg()[0], 2)]  # the machine is shared: how busy it was
+            figures += [{**f.as_dict(), "loadavg_1min_before_after": load} for f in got]
         except Exception as e:  # a broken figure must not hide the others
             traceback.print_exc()
             figures.append(Figure(name, FIGURES[name], None, "", "", False, note=f"failed: {e!r}"[:300]).as_dict())

@@ -36,6 +36,7 @@ class Settings:
     quick: bool = False
     runs: int = 5
     verbose: bool = False
+    profile: bool = False  # py-spy the agent during the first measured window (bench/results/profile-*.txt)
 
     def pick(self, full: Any, quick: Any) -> Any:
         return quick if self.quick else full
@@ -367,8 +368,13 @@ def modbus_map(n_tags: int, machines: int) -> tuple[list[dict], list[dict]]:
     return ms, tags
 
 
-def cpu_rss_window(agent: Agent, seconds: float, step: float = 0.5) -> dict[str, float]:
-    """CPU % of one core and RSS of the agent over a window (RSS: max of samples)."""
+def cpu_rss_window(agent: Agent, seconds: float, step: float = 0.5, profile: str | None = None) -> dict[str, float]:
+    """CPU % of one core and RSS of the agent over a window (RSS: max of samples).
+
+    With `profile`, py-spy samples the agent during the window (non-blocking, 100 Hz)
+    and a summary goes to bench/results/profile-<profile>.txt.
+    """
+    spy = start_profile(agent.proc.pid, seconds, profile) if profile else None
     c0, t0 = agent.cpu_seconds(), time.monotonic()
     rss = [agent.rss()]
     end = t0 + seconds
@@ -378,7 +384,56 @@ def cpu_rss_window(agent: Agent, seconds: float, step: float = 0.5) -> dict[str,
             raise RuntimeError(f"agent died: {agent.output()[-2000:]}")
         rss.append(agent.rss())
     c1, t1 = agent.cpu_seconds(), time.monotonic()
+    if spy is not None:
+        finish_profile(*spy)
     return {"cpu_pct": 100 * (c1 - c0) / (t1 - t0), "rss_mb": max(rss) / 1e6, "rss_end_mb": rss[-1] / 1e6}
+
+
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def start_profile(pid: int, seconds: float, name: str):
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS_DIR / f"profile-{name}.raw"
+    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "100",
+                             "--nonblocking", "-f", "raw", "-o", str(raw)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, raw, name
+
+
+def finish_profile(proc: subprocess.Popen, raw: Path, name: str) -> None:
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return
+    if raw.exists():
+        (RESULTS_DIR / f"profile-{name}.txt").write_text(summarize_profile(raw))
+        log(f"profile: {RESULTS_DIR / f'profile-{name}.txt'}")
+
+
+def summarize_profile(raw: Path, top: int = 40) -> str:
+    """py-spy raw (collapsed) stacks -> the functions with most samples, self and inclusive."""
+    from collections import Counter
+
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        frames = stack.split(";")
+        own[frames[-1]] += int(n)
+        for f in set(frames):
+            inclusive[f] += int(n)
+    out = [f"{total} samples (idle excluded)", "", "self:"]
+    out += [f"{100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out += ["", "inclusive:"]
+    out += [f"{100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(2 * top)]
+    return "\n".join(out) + "\n"
 
 
 @dataclass

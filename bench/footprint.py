@@ -2,7 +2,7 @@
 
 1,000 Modbus tags polled every 1 s on one device (10 machines bound to run bits and
 part counters; the counters step every second, every other register ramps), events
-forwarded to mosquitto. The server runs in its own process. After a 5 s warm-up the
+forwarded to mosquitto. The server runs in its own process. Once the agent polls, after a 5 s warm-up the
 agent's CPU time (user + system, psutil) over the window gives the CPU %, and the
 largest RSS sampled in it the RSS. Also checks which protocol libraries the process
 imported (`bench.probe`): a Modbus-only agent must not have asyncua or snap7.
@@ -20,7 +20,19 @@ from bench.common import (
 WARMUP = 5.0
 
 
-def measure(s: Settings, tmp, cfg: dict, name: str, probe: bool = False) -> tuple[list[dict], set[str]]:
+def wait_polled(agent: Agent, servers: list, timeout: float = 90.0) -> float:
+    """Until every server has seen a request from this agent; returns the seconds it took."""
+    t0 = time.monotonic()
+    base = [srv.ask("stats")["requests"] for srv in servers]
+    while any(srv.ask("stats")["requests"] <= b for srv, b in zip(servers, base)):
+        if not agent.alive() or time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"agent did not poll every device: {agent.output()[-2000:]}")
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def measure(s: Settings, tmp, cfg: dict, name: str, servers: list, probe: bool = False) -> tuple[list[dict], set[str]]:
+    """Per run: start the agent, wait until it polls every server, warm up, then the CPU/RSS window."""
     out, modules = [], set()
     for r in range(s.runs):
         cfg["buffer"]["path"] = str(tmp / f"{name}{r}.db")
@@ -28,10 +40,11 @@ def measure(s: Settings, tmp, cfg: dict, name: str, probe: bool = False) -> tupl
         agent = Agent(write_config(tmp / f"{name}{r}.yaml", cfg), tmp / f"{name}{r}.log",
                       probe_modules=mods if probe else None)
         try:
+            wait_polled(agent, servers)
             time.sleep(WARMUP)
             if not agent.alive():
                 raise RuntimeError(agent.output()[-2000:])
-            out.append(cpu_rss_window(agent, s.pick(20.0, 8.0)))
+            out.append(cpu_rss_window(agent, s.pick(20.0, 8.0), profile=name if s.profile and r == 0 else None))
         finally:
             agent.stop()
         if probe and mods.exists():
@@ -58,7 +71,7 @@ def run(s: Settings) -> list[Figure]:
 
             parsed = parse_config(yaml.safe_dump(cfg))
             requests = len(ModbusDriver(parsed.devices[0], parsed.tags).plan)
-            got, modules = measure(s, tmp, cfg, "modbus1k", probe=True)
+            got, modules = measure(s, tmp, cfg, "modbus1k", [srv], probe=True)
         finally:
             srv.stop()
             broker.stop()

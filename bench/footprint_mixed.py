@@ -50,7 +50,7 @@ def run(s: Settings) -> list[Figure]:
                          {"id": "s7_m", "signals": {"run": "s7_run", "part_counter": "s7_parts"}}]
             assert len(tags) == 10_000, len(tags)
             cfg = base_config(tmp, broker.port, machines=machines, devices=devices, tags=tags)
-            got, modules = measure(s, tmp, cfg, "mixed10k", probe=False)
+            got, modules = measure(s, tmp, cfg, "mixed10k", servers, probe=False)
         finally:
             for srv in servers:
                 srv.stop()
