@@ -204,16 +204,16 @@ class Agent:
                     events.extend(self.derivers[item.machine].command(item.command, item.ts))
                 except ValueError as e:
                     log.warning("event=command_rejected machine=%s error=%r", item.machine, str(e))
+        if not events and not force and time.monotonic() - self._state_flushed < STATE_FLUSH_SECONDS:
+            return  # state alone (no event) is looked at and committed at most every STATE_FLUSH_SECONDS
+        self._state_flushed = time.monotonic()
         changed = {}
         for machine, deriver in self.derivers.items():
-            snap = deriver.snapshot()
+            snap = deriver.snapshot()  # a deep copy: not for every poll
             if snap != self._persisted[machine]:
                 changed[machine] = snap
         if not events and not changed:
             return
-        if not events and not force and time.monotonic() - self._state_flushed < STATE_FLUSH_SECONDS:
-            return  # state alone (no event) is committed at most every STATE_FLUSH_SECONDS
-        self._state_flushed = time.monotonic()
         await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
         self._persisted.update(changed)
         self.events_stored += len(events)
