@@ -82,11 +82,20 @@ def main() -> int:
     p.add_argument("--docs", action="store_true", help="rewrite the generated table in docs/performance.md")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the agent in the footprint figures' first window (bench/results/profile-*.txt)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print the table of the results file (with --docs, also write it to the docs)")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     a = p.parse_args()
     if a.list:
         for k, v in FIGURES.items():
             print(f"{k:16} {v}")
+        return 0
+    if a.report:
+        doc = json.loads(a.json.read_text())
+        print(table(doc["figures"]))
+        if a.docs:
+            write_docs(doc)
+            print(f"wrote {DOC}", file=sys.stderr)
         return 0
     names = [n for n in (a.only.split(",") if a.only else FIGURES) if n]
     skip = {n for n in a.skip.split(",") if n}
