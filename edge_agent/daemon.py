@@ -22,7 +22,7 @@ from edge_agent.config import Config
 from edge_agent.derivation import Deriver
 from edge_agent.events import to_store
 from edge_agent.forwarding.mqtt import MqttForwarder
-from edge_agent.model import DeviceStatus, Sample, now
+from edge_agent.model import DeviceStatus, Event, Sample, now
 from edge_agent.sampling import run_device
 
 if TYPE_CHECKING:
@@ -92,9 +92,10 @@ class Agent:
 
     async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
+        tag_devices = {t.name: t.device for t in cfg.tags}
         for m in cfg.machines:
             state = await self.buffer.state(m.id)
-            self.derivers[m.id] = Deriver(m, state)
+            self.derivers[m.id] = Deriver(m, state, tag_devices=tag_devices)
             self._persisted[m.id] = self.derivers[m.id].snapshot()
         if cfg.outputs.mqtt:
             p = cfg.plant
@@ -214,13 +215,27 @@ class Agent:
                 changed[machine] = snap
         if not events and not changed:
             return
-        await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
+        rows = await self.buffer.append([to_store(self.cfg, e) for e in events], changed)
         self._persisted.update(changed)
+        self._remember_downtime_ids(rows)
         self.events_stored += len(events)
         if self.metrics is not None:
             self.metrics.committed(events)
         for o in self.outputs:
             o.wake.set()
+
+
+    def _remember_downtime_ids(self, rows) -> None:
+        """The MES may classify a downtime by the event_id it received: tell derivation which ids those are.
+
+        Rows can include events committed late (after a disk error) and gap events, so each
+        downtime row is matched by its own payload, not by position.
+        """
+        stored = [(r.event_id, Event(r.type, p["machine"], r.ts, p))
+                  for r in rows if r.type in ("downtime", "downtime_update") for p in [json.loads(r.payload)]]
+        if stored:
+            for deriver in self.derivers.values():
+                deriver.remember_event_ids(stored)
 
 
 async def run_agent(cfg: Config, *, config_path: Path | None = None) -> None:

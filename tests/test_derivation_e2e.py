@@ -124,7 +124,6 @@ async def test_stops_micro_stops_scrap_and_an_order_change_reach_the_mes(tmp_pat
     sim_task.cancel()
 
 
-@pytest.mark.xfail(reason="the daemon does not yet pass stored event ids to Deriver.remember_event_ids", strict=False)
 async def test_a_downtime_can_be_classified_by_the_event_id_the_mes_received(tmp_path, broker, agent_factory):
     cfg = line_config(tmp_path, broker.port)
     clock = FrozenClock()
