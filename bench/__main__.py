@@ -117,7 +117,7 @@ def main() -> int:
             got: list[Figure] = importlib.import_module(f"bench.{name}").run(s)
             load = [round(load0, 2), round(os.getloadavg()[0], 2)]  # the machine is shared: how busy it was
             figures += [{**f.as_dict(), "loadavg_1min_before_after": load} for f in got]
-        except Exception as e:  # a broken figure must not hide the others
+        except Exception as e:  # noqa: BLE001 -- a broken figure must not hide the others
             traceback.print_exc()
             figures.append(Figure(name, FIGURES[name], None, "", "", False, note=f"failed: {e!r}"[:300]).as_dict())
         print(f"   ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)

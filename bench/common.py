@@ -8,6 +8,7 @@ is measured with psutil; simulators and bare client loops run in processes of th
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import queue
@@ -58,7 +59,7 @@ def percentile(xs: list[float], p: float) -> float:
     if not xs:
         return float("nan")
     s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
     return s[k]
 
 
@@ -235,7 +236,7 @@ class Agent:
             env["BENCH_MODULES_OUT"] = str(probe_modules)
             args = [PY, "-m", "bench.probe", "run", "--config", str(config)]
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 -- the agent writes to it until stop()
         self.started = time.time()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         self.ps = psutil.Process(self.proc.pid)

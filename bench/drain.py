@@ -16,7 +16,16 @@ import json
 import time
 
 from bench.common import (
-    Agent, Figure, LineProcess, Mosquitto, Settings, Subscriber, base_config, log, median, workdir, write_config,
+    Agent,
+    Figure,
+    Mosquitto,
+    Settings,
+    Subscriber,
+    base_config,
+    log,
+    median,
+    workdir,
+    write_config,
 )
 
 TARGET = 4_000

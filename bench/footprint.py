@@ -13,7 +13,17 @@ from __future__ import annotations
 import time
 
 from bench.common import (
-    Agent, Figure, Mosquitto, Settings, base_config, cpu_rss_window, log, median, modbus_map, server, workdir,
+    Agent,
+    Figure,
+    Mosquitto,
+    Settings,
+    base_config,
+    cpu_rss_window,
+    log,
+    median,
+    modbus_map,
+    server,
+    workdir,
     write_config,
 )
 
@@ -65,9 +75,10 @@ def run(s: Settings) -> list[Figure]:
             dev = {"name": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": srv.ready["port"],
                    "poll_interval": "1s", "timeout": "2s"}
             cfg = base_config(tmp, broker.port, machines=machines, devices=[dev], tags=tags)
+            import yaml
+
             from drivers.modbus.driver import ModbusDriver
             from edge_agent.config import parse_config
-            import yaml
 
             parsed = parse_config(yaml.safe_dump(cfg))
             requests = len(ModbusDriver(parsed.devices[0], parsed.tags).plan)

@@ -6,7 +6,16 @@ or stays (OPC UA, S7). CPU % of one core and RSS of the agent's process, as in `
 
 from __future__ import annotations
 
-from bench.common import Figure, Mosquitto, Settings, base_config, median, modbus_map, server, workdir
+from bench.common import (
+    Figure,
+    Mosquitto,
+    Settings,
+    base_config,
+    median,
+    modbus_map,
+    server,
+    workdir,
+)
 from bench.footprint import measure
 from bench.servers import NS
 
@@ -50,7 +59,7 @@ def run(s: Settings) -> list[Figure]:
                          {"id": "s7_m", "signals": {"run": "s7_run", "part_counter": "s7_parts"}}]
             assert len(tags) == 10_000, len(tags)
             cfg = base_config(tmp, broker.port, machines=machines, devices=devices, tags=tags)
-            got, modules = measure(s, tmp, cfg, "mixed10k", servers, probe=False)
+            got, _ = measure(s, tmp, cfg, "mixed10k", servers, probe=False)
         finally:
             for srv in servers:
                 srv.stop()

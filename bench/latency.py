@@ -17,14 +17,25 @@ import time
 from datetime import datetime
 
 from bench.common import (
-    Agent, Figure, Mosquitto, Settings, Subscriber, base_config, log, median, percentile, server, workdir, write_config,
+    Agent,
+    Figure,
+    Mosquitto,
+    Settings,
+    Subscriber,
+    base_config,
+    log,
+    median,
+    percentile,
+    server,
+    workdir,
+    write_config,
 )
 
 MACHINES = 10
 
 
 def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()  # 3.11 reads the trailing Z
 
 
 def measure(srv, sub: Subscriber, seconds: float) -> dict[str, list[float]]:

@@ -11,7 +11,6 @@ import atexit
 import os
 import sys
 
-
 _gc: list[tuple[int, float]] = []  # (generation, seconds) of each collection
 
 

@@ -13,13 +13,22 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import yaml
 
 from bench.common import (
-    Agent, Figure, LineProcess, Mosquitto, Settings, cpu_rss_window, log, median, server, workdir, write_config,
+    Agent,
+    Figure,
+    LineProcess,
+    Mosquitto,
+    Settings,
+    log,
+    median,
+    server,
+    workdir,
+    write_config,
 )
 
 WARMUP = 1.5

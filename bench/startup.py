@@ -11,7 +11,17 @@ from __future__ import annotations
 import time
 
 from bench.common import (
-    Agent, Figure, Mosquitto, Settings, Subscriber, base_config, log, median, server, workdir, write_config,
+    Agent,
+    Figure,
+    Mosquitto,
+    Settings,
+    Subscriber,
+    base_config,
+    log,
+    median,
+    server,
+    workdir,
+    write_config,
 )
 from bench.servers import NS
 
