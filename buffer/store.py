@@ -41,8 +41,11 @@ T = TypeVar("T")
 
 # Shedding order: lowest priority first. Gap events (NEVER) are the record of a loss.
 SAMPLE, DETAIL, AGGREGATE, FACT, NEVER = 0, 1, 2, 3, 4
-FACT_TYPES = frozenset({"count", "cycle", "downtime", "counter_reset", "scrap", "order"})
-AGGREGATE_TYPES = frozenset({"aggregate", "oee", "shift", "summary"})
+# What a MES books (counts, cycles, downtime and its classification, order context and the
+# order summary an ERP confirms) goes last; state changes are detail: aggregates carry their times.
+FACT_TYPES = frozenset({"count", "cycle", "downtime", "downtime_update", "micro_stop", "counter_reset",
+                        "order", "order_summary"})
+AGGREGATE_TYPES = frozenset({"aggregate"})
 SAMPLE_TYPES = frozenset({"sample", "raw"})
 
 

@@ -316,3 +316,17 @@ def test_random_out_of_order_acks_never_skip_an_unacked_row(tmp_path):
     rest = b.read("o", 10_000)
     b.ack_rows("o", [r.seq for r in rest])
     assert b.cursor("o") == b.last_seq and b.stats()["depth"] == 0
+
+
+def test_every_published_event_type_has_its_shedding_priority():
+    """Facts a MES books go last, aggregates are kept over detail, gap events never go."""
+    from pathlib import Path
+
+    from buffer.store import AGGREGATE, DETAIL, FACT, NEVER, priority_of
+
+    schemas = Path(__file__).resolve().parent.parent / "schemas"
+    types = {p.name.split(".")[0] for p in schemas.glob("*.v1.json")}
+    facts = {"count", "cycle", "downtime", "downtime_update", "micro_stop", "counter_reset", "order", "order_summary"}
+    assert facts <= types, "every fact type has a schema"
+    assert {t: priority_of(t) for t in types} == {
+        **{t: FACT for t in facts}, "aggregate": AGGREGATE, "state": DETAIL, **{t: NEVER for t in types & {"gap"}}}
