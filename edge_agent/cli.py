@@ -193,6 +193,11 @@ def _register_buffer(app: typer.Typer) -> None:
 
 _register_buffer(app)
 
+# MES commands from a shell: order set|clear, downtime classify (edge_agent/cli_mes.py)
+from edge_agent.cli_mes import register as _register_mes  # noqa: E402
+
+_register_mes(app)
+
 
 def main() -> None:
     app()
