@@ -42,3 +42,19 @@ def test_demo_prints_forwarded_events():
     lines = proc.stdout.splitlines()
     assert any(" state " in line and "seq=1 " in line for line in lines), proc.stdout
     assert any(" count " in line for line in lines), proc.stdout
+
+
+def test_the_simulator_has_a_value_for_every_signal_a_config_can_bind():
+    from edge_agent.config import Signals
+    from edge_agent.simulator.machine import SimulatedMachine
+    from edge_agent.simulator.opcua import SIGNAL_TYPES
+
+    machine = SimulatedMachine(cycle_time=1.0, stop_probability=0.0)
+    for t in (0.0, 1.2, 1.4, 1.7):
+        machine.advance(t)
+        values = machine.values()
+        assert set(Signals.model_fields) <= set(values)
+        assert set(values) <= set(SIGNAL_TYPES), "the OPC UA frontend knows each signal's type"
+        if t in (1.2, 1.4):  # within half a cycle after the first part
+            assert values["cycle_complete"] is True
+    assert values["cycle_complete"] is False and values["packml_state"] == 6 and values["execution"] == "ACTIVE"

@@ -22,7 +22,9 @@ from edge_agent.simulator.opcua import SIM_NAMESPACE, OpcUaFrontend
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SIGNAL_TYPES = {"run": "Boolean", "part_counter": "UInt32", "good_counter": "UInt32", "scrap_counter": "UInt32",
-                "cycle_counter": "UInt32", "fault": "Boolean", "fault_code": "UInt16", "cycle_time": "Double"}
+                "cycle_counter": "UInt32", "fault": "Boolean", "fault_code": "UInt16", "cycle_time": "Double",
+                "reason_code": "UInt16", "cycle_complete": "Boolean", "mode": "UInt16", "setup": "Boolean",
+                "packml_state": "UInt16", "execution": "String"}
 
 
 def config(port: int, tmp) -> dict:

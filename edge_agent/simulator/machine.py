@@ -73,5 +73,12 @@ class SimulatedMachine:
             "cycle_counter": self.cycles % m,
             "fault": not self.running,
             "fault_code": self.fault_code,
+            "reason_code": self.fault_code,
             "cycle_time": self.last_cycle_time,
+            # a pulse after each completed cycle, half a cycle long, so a poll can see its edge
+            "cycle_complete": self.running and self.cycles > 0 and (self._t or 0) - self._cycle_start < self.cycle_time / 2,
+            "mode": 1,  # automatic
+            "setup": False,
+            "packml_state": 6 if self.running else 9,  # Execute / Aborted
+            "execution": "ACTIVE" if self.running else "STOPPED",
         }

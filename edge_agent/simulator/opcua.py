@@ -29,6 +29,8 @@ UPDATE_INTERVAL = 0.05
 SIGNAL_TYPES = {
     "run": "Boolean", "part_counter": "UInt32", "good_counter": "UInt32", "scrap_counter": "UInt32",
     "cycle_counter": "UInt32", "fault": "Boolean", "fault_code": "UInt16", "cycle_time": "Double",
+    "reason_code": "UInt16", "cycle_complete": "Boolean", "mode": "UInt16", "setup": "Boolean",
+    "packml_state": "UInt16", "execution": "String",
 }
 
 
