@@ -119,14 +119,18 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    """A private mosquitto on loopback (no persistence: the bench measures the agent, not the broker's disk)."""
+    """A private mosquitto on loopback (no persistence: the bench measures the agent, not the broker's disk).
 
-    def __init__(self, workdir: Path):
+    `nodelay`: `set_tcp_nodelay true`, i.e. no Nagle delay on what the broker sends to subscribers.
+    """
+
+    def __init__(self, workdir: Path, *, nodelay: bool = False):
         self.port = free_port()
         self.workdir = workdir
         conf = workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        f"log_dest file {workdir}/mosquitto.log\nmax_queued_messages 0\n")
+                        f"log_dest file {workdir}/mosquitto.log\nmax_queued_messages 0\n"
+                        + ("set_tcp_nodelay true\n" if nodelay else ""))
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
