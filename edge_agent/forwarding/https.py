@@ -70,6 +70,9 @@ class HttpsForwarder:
         self.last_delivery: float | None = None
         self._bucket = TokenBucket(cfg.replay_rate)
         self._last_body = ""
+        # first seq -> the batch last attempted from there: once posted, a batch is retried exactly as it
+        # was (same rows, same Idempotency-Key), even when a backlog/live re-split cancels its lane mid-retry
+        self._attempted: dict[int, list[Row]] = {}
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -109,6 +112,7 @@ class HttpsForwarder:
                 except TimeoutError:
                     pass
                 continue
+            rows = self._attempted.get(rows[0].seq, rows)
             if backlog:
                 await self._bucket.take(len(rows))
             elif is_historical(rows[0], self.cfg.historical_after, now()):
@@ -119,6 +123,7 @@ class HttpsForwarder:
     async def _deliver(self, client: httpx.AsyncClient, rows: list[Row]) -> None:
         """Deliver one batch: retried until the server takes it or rejects it for good."""
         backoff = Backoff(base=0.5, cap=self.cfg.retry_cap)
+        self._attempted[rows[0].seq] = rows
         while True:
             try:
                 status = await self._post(client, rows)
@@ -134,6 +139,7 @@ class HttpsForwarder:
                 continue
             if status < 300:
                 await self.buffer.ack_rows(self.name, [r.seq for r in rows])
+                self._attempted.pop(rows[0].seq, None)
                 self.delivered += len(rows)
                 self.last_delivery = now()
                 return
@@ -143,6 +149,7 @@ class HttpsForwarder:
                 await self._deliver(client, rows[half:])
                 return
             await self.buffer.dead_letter(self.name, rows, status, self._last_body)
+            self._attempted.pop(rows[0].seq, None)
             self.dead_lettered += len(rows)
             return
 
