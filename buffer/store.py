@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import logging
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,6 +38,18 @@ from typing import Any, TypeVar
 
 log = logging.getLogger("edge_agent.buffer")
 T = TypeVar("T")
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps(separators=...) builds one per call
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as text, like str(uuid.uuid4()) at a third of the cost per event."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 # Shedding order: lowest priority first. Gap events (NEVER) are the record of a loss.
 SAMPLE, DETAIL, AGGREGATE, FACT, NEVER = 0, 1, 2, 3, 4
@@ -271,8 +283,8 @@ class Buffer:
             rows = []
             for e in events:
                 seq += 1
-                event_id = str(uuid.uuid4())
-                payload = json.dumps({"event_id": event_id, "seq": seq, **e.body}, separators=(",", ":")).encode()
+                event_id = new_event_id()
+                payload = _JSON.encode({"event_id": event_id, "seq": seq, **e.body}).encode()
                 rows.append(Row(seq, event_id, e.type, e.ts, e.topic, payload, stored, self._pri(e)))
             c.executemany(
                 f"INSERT INTO events({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",

@@ -330,3 +330,15 @@ def test_every_published_event_type_has_its_shedding_priority():
     assert facts <= types, "every fact type has a schema"
     assert {t: priority_of(t) for t in types} == {
         **{t: FACT for t in facts}, "aggregate": AGGREGATE, "state": DETAIL, **{t: NEVER for t in types & {"gap"}}}
+
+
+def test_event_ids_are_random_rfc4122_version4_uuids():
+    import uuid
+
+    from buffer.store import new_event_id
+
+    ids = {new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for text in list(ids)[:500]:
+        u = uuid.UUID(text)
+        assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
