@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiomqtt
 import jsonschema
-import pytest
 import yaml
 
 from conftest import Collector, FrozenClock, free_port, modbus_line_config, write_config
