@@ -27,8 +27,10 @@ Multi-register numbers follow the device's `byte_order` (ABCD, CDAB, BADC, DCBA)
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,13 +202,24 @@ def _string_bytes(registers: list[int], byte_order: str) -> bytes:
     return b"".join(r.to_bytes(2, "little" if swap else "big") for r in registers)
 
 
-def decode(registers: list[int], data_type: str, byte_order: str = "ABCD") -> int | float | str:
+@functools.lru_cache(maxsize=None)
+def _decoder(data_type: str, byte_order: str) -> Callable[[Sequence[int]], int | float]:
+    """One compiled decoder per (type, byte order): this runs for every tag on every poll."""
+    width, code = REGISTER_TYPES[data_type]
+    # packing each word little-endian swaps its bytes (BADC, DCBA); CDAB and DCBA reverse the words
+    words = struct.Struct(f"{'<' if byte_order in ('BADC', 'DCBA') else '>'}{width}H").pack
+    value = struct.Struct(">" + code).unpack
+    if byte_order in ("CDAB", "DCBA"):
+        return lambda registers: value(words(*reversed(registers)))[0]
+    return lambda registers: value(words(*registers))[0]
+
+
+def decode(registers: Sequence[int], data_type: str, byte_order: str = "ABCD") -> int | float | str:
     """Registers (as read, first register first) -> value of a register type or `string[n]`."""
-    if (n := string_length(data_type)) is not None:
-        raw = _string_bytes(registers, byte_order)[:n]
+    if data_type.startswith("string") and (n := string_length(data_type)) is not None:
+        raw = _string_bytes(list(registers), byte_order)[:n]
         return raw.split(b"\x00", 1)[0].decode("latin-1").rstrip(" ")
-    raw = b"".join(r.to_bytes(2, "big") for r in registers)
-    return struct.unpack(">" + REGISTER_TYPES[data_type][1], _order(raw, byte_order))[0]
+    return _decoder(data_type, byte_order)(registers)
 
 
 def encode(value: int | float | str, data_type: str, byte_order: str = "ABCD") -> list[int]:
@@ -226,4 +239,4 @@ def value_of(addr: ModbusAddress, words: list, byte_order: str = "ABCD") -> bool
         return bool(words[0])
     if addr.bit is not None:
         return bool((int(words[0]) >> addr.bit) & 1)
-    return decode([int(w) for w in words], addr.data_type, byte_order)
+    return decode(words, addr.data_type, byte_order)
