@@ -159,15 +159,24 @@ def decode(raw: bytes, addr: S7Address) -> bool | int | float | str:
         return bytes(raw[:1]).decode("latin-1")
     value = struct.unpack(">" + FIXED_TYPES[addr.data_type][1], bytes(raw[:addr.size]))[0]
     if addr.data_type == "REAL":
-        return _shortest_real(value, bytes(raw[:4]))
+        return shortest_real(value)
     return value
 
 
-def _shortest_real(value: float, raw: bytes) -> float:
-    """The shortest decimal that is the same 32-bit REAL: 0.1, not 0.10000000149011612 (lossless)."""
+_F32 = struct.Struct(">f")
+
+
+def shortest_real(value: float) -> float:
+    """The shortest decimal that is the same 32-bit REAL: 0.1, not 0.10000000149011612 (lossless).
+
+    `value` is a REAL widened to a double, so packing it again gives the PLC's bytes.
+    """
+    if value != value or value in (float("inf"), float("-inf")):
+        return value
+    raw = _F32.pack(value)
     for digits in range(6, 10):
         candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == raw:
+        if _F32.pack(candidate) == raw:
             return candidate
     return value
 

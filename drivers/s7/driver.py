@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 
 from snap7 import AsyncClient
 from snap7.error import S7ConnectionError, S7Error, S7ProtocolError, S7TimeoutError, get_protocol_error_message
@@ -30,10 +31,11 @@ from snap7.type import Parameter
 
 from drivers.base import Health, scaled
 from drivers.s7.address import S7Address, decode, parse
+from drivers.s7.decoder import RangeDecoder
 from drivers.s7.planner import Item, Plan, Request, plan
 from edge_agent.config import S7Device, Tag
 from edge_agent.errors import ConnectionLost, DeviceRejected
-from edge_agent.model import Quality, Sample, now
+from edge_agent.model import Quality, Sample, good_samples, now
 
 log = logging.getLogger("drivers.s7")
 
@@ -60,6 +62,9 @@ class S7Driver:
         self._state_checked_at = float("-inf")
         self._state_supported = True
         self._alone: set[str] = set()  # tags the PLC refused inside a merged read: read on their own
+        self._scales = {t.name: (t.scale.gain, t.scale.offset) for t in self.tags if t.scale is not None}
+        self._decoders: list[RangeDecoder] = []  # one per range of read_plan
+        self._in_tag_order = None  # plan order -> tag order, when every range reads fine
 
     # ---------------------------------------------------------------- connection
 
@@ -94,8 +99,7 @@ class S7Driver:
             raise DeviceRejected(d.name, f"{where}: {e}") from None
         self._client = client
         self.pdu_size = client.get_pdu_length()
-        self.read_plan = read_plan
-        self.plan = self.read_plan.requests
+        self._use(read_plan)
         self.cpu_state, self._state_supported, self._state_checked_at = None, True, float("-inf")
         log.info("event=s7_connected device=%s endpoint=%s pdu=%d requests_per_poll=%d",
                  d.name, where, self.pdu_size, len(self.plan))
@@ -117,11 +121,17 @@ class S7Driver:
             self.health.last_error = why
             return [Sample(t.name, None, ts, Quality.BAD, f"{t.name} ({self.addresses[t.name].text}): {why}")
                     for t in self.tags]
-        samples, refused = await self._execute(self.read_plan, isolate=True)
+        p = self.read_plan
+        buffers, stamps, failures = await self._fetch(p)
+        if self._in_tag_order is not None and not any(failures):  # the usual poll: whole ranges at once
+            samples: list[Sample] = []
+            for decode_range, data, ts in zip(self._decoders, buffers, stamps):
+                samples += good_samples(decode_range.names, decode_range(data), ts)
+            return list(self._in_tag_order(samples))
+        samples, refused = await self._salvage(p, buffers, stamps, failures, isolate=True)
         if refused:  # from now on read them on their own, so the rest of their range reads in one item
             self._alone |= refused
-            self.read_plan = await asyncio.to_thread(self._plan, self.read_plan.pdu_size)
-            self.plan = self.read_plan.requests
+            self._use(await asyncio.to_thread(self._plan, p.pdu_size))
             log.warning("event=s7_tags_read_alone device=%s tags=%s requests_per_poll=%d",
                         self.device.name, ",".join(sorted(refused)), len(self.plan))
         samples.sort(key=lambda s: self._order[s.tag])
@@ -131,11 +141,24 @@ class S7Driver:
         d = self.device
         return plan(self.addresses.items(), pdu_size, d.max_gap, d.max_items, alone=self._alone)
 
-    async def _execute(self, p: Plan, *, isolate: bool) -> tuple[list[Sample], set[str]]:
-        """Run a plan: the samples, and the tags that failed on their own after their merged read failed."""
+    def _use(self, read_plan: Plan) -> None:
+        """Read by this plan from now on; compile its range decoders and the way back to tag order."""
+        self.read_plan, self.plan = read_plan, read_plan.requests
+        self._decoders = [RangeDecoder(r.start, r.members, self._scales) for r in read_plan.ranges]
+        names = [n for d in self._decoders for n in d.names]
+        if sorted(names) == sorted(self._order):  # each tag once: true of every plan, but checked
+            at = {n: i for i, n in enumerate(names)}
+            positions = [at[t.name] for t in self.tags]
+            self._in_tag_order = itemgetter(*positions) if len(positions) > 1 else lambda xs: (xs[positions[0]],)
+        else:
+            self._in_tag_order = None
+
+    async def _fetch(self, p: Plan) -> tuple[list[bytearray], list[float], list[list[tuple[int, int, int, str]]]]:
+        """Send a plan's requests: each range's bytes, the time they came, and its failed items
+        as (start, end, return code, reason)."""
         buffers = [bytearray(r.size) for r in p.ranges]
         stamps = [0.0] * len(p.ranges)
-        failures: list[list[tuple[int, int, int, str]]] = [[] for _ in p.ranges]  # (start, end, code, reason)
+        failures: list[list[tuple[int, int, int, str]]] = [[] for _ in p.ranges]
         for request in p.requests:
             results = await self._exchange(request.items)
             ts = now()
@@ -146,6 +169,13 @@ class S7Driver:
                     buffers[item.range][item.start - r.start:item.end - r.start] = data
                 else:
                     failures[item.range].append((item.start, item.end, code, reason))
+        return buffers, stamps, failures
+
+    async def _salvage(self, p: Plan, buffers: list[bytearray], stamps: list[float],
+                       failures: list[list[tuple[int, int, int, str]]], *, isolate: bool) -> tuple[list[Sample], set[str]]:
+        """Samples of a plan some items of which failed, tag by tag; with `isolate`, tags inside a
+        merged item the PLC refused as out of range are read alone to find the culprit, whose
+        names come back as the second value."""
         samples: list[Sample] = []
         retry: list[tuple[str, S7Address]] = []
         for index, r in enumerate(p.ranges):
@@ -163,7 +193,7 @@ class S7Driver:
         refused: set[str] = set()
         if retry:
             single = plan(retry, p.pdu_size, max_gap=-1, item_limit=self.device.max_items)
-            alone, _ = await self._execute(single, isolate=False)
+            alone, _ = await self._salvage(single, *await self._fetch(single), isolate=False)
             refused = {s.tag for s in alone if s.quality == Quality.BAD}
             samples.extend(alone)
         return samples, refused
