@@ -51,6 +51,22 @@ def next_deadline(deadline: float, interval: float, current: float) -> tuple[flo
     return deadline + missed * interval, missed
 
 
+# epoll waits in whole milliseconds (CPython rounds a shorter timeout up to 1 ms), so a
+# shorter sleep lasts a millisecond: longer than the interval it was meant to keep
+TIMER_GRANULARITY = 0.001
+
+
+def pause(deadline: float, current: float) -> float:
+    """How long to sleep until `deadline`: 0 (just yield) when it is closer than the timer granularity.
+
+    With a sub-millisecond poll interval a real sleep would stretch every cycle to a
+    millisecond; yielding instead polls back to back, as close to the interval as the
+    device allows. The next deadline is still taken from the grid, so nothing drifts.
+    """
+    delay = deadline - current
+    return delay if delay >= TIMER_GRANULARITY else 0.0
+
+
 async def run_device(driver: Driver, emit: Emit, *, backoff: Backoff | None = None,
                      subscribe: bool = False) -> None:
     """Connect, poll (or subscribe) and reconnect forever; cancel to stop."""
@@ -113,4 +129,4 @@ async def _poll(driver: Driver, emit: Emit) -> None:
         deadline, missed = next_deadline(deadline, interval, loop.time())
         if missed:
             log.debug("event=poll_overrun device=%s missed=%d", device.name, missed)
-        await asyncio.sleep(deadline - loop.time())
+        await asyncio.sleep(pause(deadline, loop.time()))

@@ -12,7 +12,7 @@ from conftest import free_port
 from drivers.modbus.driver import ModbusDriver
 from edge_agent.config import parse_config
 from edge_agent.model import DeviceStatus, Quality, Sample
-from edge_agent.sampling import Backoff, next_deadline, run_device
+from edge_agent.sampling import TIMER_GRANULARITY, Backoff, next_deadline, pause, run_device
 from edge_agent.simulator import Simulation
 from edge_agent.simulator.modbus import ModbusFrontend
 
@@ -26,6 +26,15 @@ def test_next_deadline_stays_on_the_grid_and_ahead(start, interval, lateness):
     assert abs(steps - round(steps)) < 1e-6 * max(1.0, steps), "ticks stay on start + k*interval"
     assert deadline - current <= interval * (1 + 1e-9)
     assert missed == round(steps) - 1
+
+
+@given(st.floats(0, 1e6), st.floats(-10, 10))
+def test_pause_sleeps_until_the_deadline_unless_closer_than_the_timer_granularity(current, ahead):
+    delay = pause(current + ahead, current)
+    if ahead >= TIMER_GRANULARITY + 1e-6:
+        assert abs(delay - ahead) < 1e-6  # the whole way to the deadline
+    elif ahead < TIMER_GRANULARITY - 1e-6:
+        assert delay == 0.0  # a sleep this short would last a millisecond: yield instead
 
 
 def test_backoff_grows_to_the_cap_with_jitter():
