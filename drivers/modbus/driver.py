@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.base import Health, scaled
-from drivers.modbus.address import BIT_TABLES, ModbusAddress, parse, value_of
+from drivers.base import Health
+from drivers.modbus.address import BIT_TABLES, ModbusAddress, parse
+from drivers.modbus.decoder import RequestDecoder
 from drivers.modbus.planner import Break, Request, plan
 from edge_agent.config import Tag
 from edge_agent.errors import ConnectionLost
-from edge_agent.model import Quality, Sample, now
+from edge_agent.model import Quality, Sample, good_samples, now
 
 log = logging.getLogger("drivers.modbus")
 
@@ -84,10 +85,12 @@ class ModbusDriver:
         self.health = Health()
         self._by_name = {t.name: t for t in self.tags}
         self._addresses: dict[str, ModbusAddress] = {t.name: parse(t.address, t.type, device) for t in self.tags}
+        self._scales = {t.name: (t.scale.gain, t.scale.offset) for t in self.tags if t.scale is not None}
         self._bad: dict[str, _Bad] = {}
         self._breaks: set[Break] = set()
-        self.plan: list[Request] = self._replan()
+        self.plan = self._replan()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._calls: dict = {}  # table -> the client's bound read method, set on connect
 
     # ------------------------------------------------------------ planning
 
@@ -102,6 +105,20 @@ class ModbusDriver:
             breaks.add(Break(self.unit_of(name), a.table, a.number, a.end))
         return plan(((n, a, self.unit_of(n)) for n, a in self._addresses.items()), alone=self._bad.keys(),
                     breaks=breaks)
+
+    @property
+    def plan(self) -> list[Request]:
+        """The read requests of one poll."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, requests: list[Request]) -> None:
+        self._plan = list(requests)
+        self._steps = [(r, self._decoder(r)) for r in self._plan]
+
+    def _decoder(self, request: Request) -> RequestDecoder:
+        return RequestDecoder(request.table, request.start, request.count, request.members,
+                              self.device.byte_order, self._scales)
 
     @property
     def bad_tags(self) -> dict[str, str]:
@@ -124,11 +141,15 @@ class ModbusDriver:
             self._client.close()
             self._client = None
             raise ConnectionLost(d.name, f"cannot connect to {endpoint(d)}: {why}")
+        c = self._client
+        self._calls = {"hr": c.read_holding_registers, "ir": c.read_input_registers,
+                       "coil": c.read_coils, "di": c.read_discrete_inputs}
 
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._calls = {}
 
     # ------------------------------------------------------------ reading
 
@@ -137,17 +158,18 @@ class ModbusDriver:
         silent: dict[int, str] = {}  # unit -> why it is skipped for the rest of this poll
         answered = 0
         replan = False
+        bad = self._bad
         clock = asyncio.get_running_loop().time
-        for request in list(self.plan):
-            if request.unit in silent:
+        for request, decoder in self._steps:
+            if silent and request.unit in silent:
                 samples.extend(self._bad_samples(request, silent[request.unit]))
                 continue
-            single = request.members[0][0] if len(request.members) == 1 else None
-            if single in self._bad and clock() < self._bad[single].retry_at:
-                samples.extend(self._bad_samples(request, self._bad[single].error))
+            single = decoder.single
+            if bad and single in bad and clock() < bad[single].retry_at:
+                samples.extend(self._bad_samples(request, bad[single].error))
                 continue
             try:
-                values = await self.read_block(request.table, request.unit, request.start, request.count)
+                values = await self._fetch(request.table, request.unit, request.start, request.count)
             except NoResponse as e:
                 silent[request.unit] = str(e)
                 samples.extend(self._bad_samples(request, str(e)))
@@ -158,9 +180,9 @@ class ModbusDriver:
                     silent[request.unit] = f"unit {request.unit}: {e}"
                     samples.extend(self._bad_samples(request, silent[request.unit]))
                 elif e.code in _ADDRESS_CODES:
-                    if single in self._bad:  # the retry failed again
-                        self._bad[single].retry_at = clock() + self.device.bad_tag_retry
-                        samples.extend(self._bad_samples(request, self._bad[single].error))
+                    if single in bad:  # the retry failed again
+                        bad[single].retry_at = clock() + self.device.bad_tag_retry
+                        samples.extend(self._bad_samples(request, bad[single].error))
                     else:
                         samples.extend(await self._isolate(request, e))
                         replan = True
@@ -168,11 +190,14 @@ class ModbusDriver:
                     samples.extend(self._bad_samples(request, f"unit {request.unit}: {e}"))
                 continue
             answered += 1
-            if single in self._bad:
+            if bad and single in bad:
                 log.info("event=modbus_tag_recovered device=%s tag=%s", self.device.name, single)
-                del self._bad[single]
+                del bad[single]
                 replan = True
-            samples.extend(self._decode(request, values, now()))
+            if len(values) < request.count:
+                samples.extend(self._bad_samples(request, _short(request, values)))
+                continue
+            samples += good_samples(decoder.names, decoder(values), now())
         if silent and not answered:
             raise ConnectionLost(self.device.name, "; ".join(sorted(set(silent.values()))))
         if replan:
@@ -229,12 +254,10 @@ class ModbusDriver:
         return out
 
     def _decode(self, request: Request, values: list, ts: float) -> list[Sample]:
-        out = []
-        for name, addr in request.members:
-            offset = addr.number - request.start
-            raw = value_of(addr, values[offset:offset + addr.width], self.device.byte_order)
-            out.append(Sample(name, scaled(self._by_name[name], raw), ts))
-        return out
+        if len(values) < request.count:
+            return self._bad_samples(request, _short(request, values))
+        decoder = self._decoder(request)
+        return good_samples(decoder.names, decoder(values), ts)
 
     async def read_block(self, table: str, unit: int, start: int, count: int) -> list:
         """One read request: registers as ints or bits as bools.
@@ -242,28 +265,40 @@ class ModbusDriver:
         Raises ModbusExceptionResponse (the device answered with an exception code),
         NoResponse (this unit did not answer in time), ConnectionLost (the link is gone).
         """
+        values = await self._fetch(table, unit, start, count)
+        return list(values[:count]) if table in BIT_TABLES else list(values)
+
+    async def _fetch(self, table: str, unit: int, start: int, count: int) -> list:
+        """`read_block` without copying: pymodbus' own list (bits padded to a byte)."""
         client = self._client
         if client is None or not client.connected:
             raise ConnectionLost(self.device.name, "not connected")
-        call = {"hr": client.read_holding_registers, "ir": client.read_input_registers,
-                "coil": client.read_coils, "di": client.read_discrete_inputs}[table]
         self.health.requests += 1
-        where = f"{table}:{start}+{count} unit {unit}"
         try:
             # pymodbus times out after device.timeout; this is the backstop
             async with asyncio.timeout(self.device.timeout + 1):
-                response = await call(start, count=count, device_id=unit)
+                response = await self._calls[table](start, count=count, device_id=unit)
         except ConnectionException as e:
-            raise ConnectionLost(self.device.name, f"{where}: {e}") from e
+            raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e}") from e
         except (TimeoutError, ModbusIOException) as e:
+            where = _where(table, start, count, unit)
             if client.connected:
                 raise NoResponse(f"unit {unit} did not answer within {self.device.timeout:g}s ({where})") from e
             raise ConnectionLost(self.device.name, f"{where}: connection lost") from e
         except (ModbusException, OSError) as e:
-            raise ConnectionLost(self.device.name, f"{where}: {e or type(e).__name__}") from e
+            raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e or type(e).__name__}") from e
         if response.isError():
             raise ModbusExceptionResponse(response.exception_code)
-        return list(response.bits[:count]) if table in BIT_TABLES else list(response.registers)
+        return response.bits if table in BIT_TABLES else response.registers
+
+
+def _where(table: str, start: int, count: int, unit: int) -> str:
+    return f"{table}:{start}+{count} unit {unit}"
+
+
+def _short(request: Request, values: list) -> str:
+    what = "bits" if request.table in BIT_TABLES else "registers"
+    return f"unit {request.unit} answered {len(values)} of {request.count} {what} ({_where(request.table, request.start, request.count, request.unit)})"
 
 
 def _sub(request: Request, members: list[tuple[str, ModbusAddress]]) -> Request:
