@@ -143,7 +143,8 @@ class Agent:
             return self._emit
 
         async def emit(items: list[Sample | DeviceStatus]) -> None:
-            self.metrics.sampled(device, sum(1 for x in items if isinstance(x, Sample)))
+            # a poll or a subscription delivers samples only; a status change comes alone
+            self.metrics.sampled(device, len(items) if items and isinstance(items[0], Sample) else 0)
             await self.queue.put(items)
 
         return emit

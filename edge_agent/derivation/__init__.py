@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from edge_agent.config import Machine
@@ -47,6 +48,8 @@ def _s(x: float | None) -> float | None:
     """Durations on the wire: seconds with millisecond resolution."""
     return None if x is None else round(x, 3)
 
+
+_ts = attrgetter("ts")
 
 class Deriver:
     def __init__(self, machine: Machine, state: dict[str, Any] | None = None, *,
@@ -99,9 +102,10 @@ class Deriver:
         if not items:
             return []
         events: list[Event] = []
-        t = self._begin(max(i.ts for i in items), events)
+        t = self._begin(max(map(_ts, items)), events)
         self.ledger.pass_time(t)  # counts at t belong to the interval holding t
-        for item in items:
+        wanted = self._signals_of  # a poll may hold many tags; only this machine's signals matter
+        for item in [i for i in items if not isinstance(i, Sample) or i.tag in wanted]:
             if isinstance(item, DeviceStatus):
                 self._device(item)
             elif isinstance(item, Sample):
