@@ -170,6 +170,9 @@ class Agent:
     async def _derive(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            # a poller that just handed over its samples is ready too: let it send its next request
+            # first, so derivation runs while it waits for the answer instead of before it asks
+            await asyncio.sleep(0)
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             stop = any(item is _STOP for item in batch)
