@@ -450,3 +450,40 @@ async def _until(predicate, timeout: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def test_a_plc_that_stops_answering_mid_session_is_connection_lost_within_the_timeout(plc):
+    """A relay between the driver and a real S7 server goes quiet after connect: the read must end."""
+    quiet = asyncio.Event()
+    links = []
+
+    async def relay(client_r, client_w):
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", plc.port)
+        links.extend([client_w, server_w])
+
+        async def pump(r, w, to_client):
+            while data := await r.read(4096):
+                if to_client and quiet.is_set():
+                    continue  # the PLC "hangs": its answers never arrive
+                w.write(data)
+                await w.drain()
+
+        await asyncio.gather(pump(client_r, server_w, False), pump(server_r, client_w, True),
+                             return_exceptions=True)
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    driver = S7Driver(device(proxy.sockets[0].getsockname()[1], timeout=0.3), [tag("a", "DB1.DBW0", "INT")])
+    try:
+        await driver.connect()
+        assert [s.quality for s in await driver.read()] == [Quality.GOOD]
+        quiet.set()
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionLost, match=r"no answer to a read within 0.3s"):
+            await driver.read()
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        await driver.close()
+        for w in links:
+            w.close()
+        proxy.close()
+        await proxy.wait_closed()

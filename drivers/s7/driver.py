@@ -207,11 +207,12 @@ class S7Driver:
         pdu = client.protocol.build_multi_read_request(specs)
         self.health.requests += 1
         try:
-            async with asyncio.timeout(self.device.timeout):
-                response = await client._send_receive(pdu)
-        except TimeoutError:
+            # the client times out each receive after device.timeout (set at connect); a send that
+            # cannot drain is cut by the sampler's guard over the whole poll
+            response = await client._send_receive(pdu)
+        except S7TimeoutError:
             raise ConnectionLost(self.device.name, f"no answer to a read within {self.device.timeout}s") from None
-        except (S7ConnectionError, S7TimeoutError, OSError) as e:
+        except (S7ConnectionError, OSError) as e:
             raise ConnectionLost(self.device.name, f"read failed: {e}") from e
         except S7ProtocolError as e:
             if not e.error_code:  # a garbled or out-of-sequence answer: start afresh
