@@ -141,6 +141,33 @@ async def test_several_units_on_one_connection_and_a_missing_unit():
     assert requests == 2 and frontend.unanswered == 1  # unit 3's request got no answer
 
 
+async def test_the_polls_backstop_timeout_makes_a_silent_unit_bad_and_the_poll_goes_on():
+    """pymodbus' own timeout is lifted, so only the driver's backstop (timeout + 1 to + 2 s) ends the wait
+    for unit 2, which nobody answers; unit 3, planned after it, is still read in the same poll."""
+    cfg = make_config(tcp_device(unit=1, timeout="200ms"), [
+        {"name": "u1", "address": "hr:0", "type": "uint16"},
+        {"name": "u2", "address": "hr:0@2", "type": "uint16"},
+        {"name": "u3", "address": "hr:0@3", "type": "uint16"},
+    ])
+    served_tags = [t for t in cfg.tags if t.name != "u2"]
+    async with served(cfg, server_tags=served_tags) as (frontend, driver):
+        frontend.raw.update({(1, "hr", 0): 111, (3, "hr", 0): 333})
+        driver._client.ctx.comm_params.timeout_connect = 30  # pymodbus would wait 30 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        samples, requests = await poll(frontend, driver)
+        took = loop.time() - started
+        assert 1.2 <= took <= 2.5, took
+        assert (samples["u1"].value, samples["u3"].value) == (111, 333)
+        assert samples["u2"].quality == Quality.BAD
+        assert samples["u2"].error.startswith("unit 2 did not answer within 0.2s (hr:0+1 unit 2)")
+        assert requests == 2 and frontend.unanswered == 1  # the server counts answered requests
+        frontend.raw[(1, "hr", 0)] = 112  # the connection is still usable
+        driver._client.ctx.comm_params.timeout_connect = 0.2
+        samples, _ = await poll(frontend, driver)
+        assert samples["u1"].value == 112 and samples["u2"].quality == Quality.BAD
+
+
 async def test_exception_isolates_the_bad_tag_and_is_remembered():
     cfg = make_config(tcp_device(bad_tag_retry="300ms"),
                       [{"name": f"t{i}", "address": f"hr:{i}", "type": "uint16"} for i in range(10)])

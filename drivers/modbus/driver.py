@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -41,6 +41,7 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
 # codes that say "these registers cannot be read like this": worth isolating and remembering
 _ADDRESS_CODES = {1, 2, 3}
 _GATEWAY_CODES = {10, 11}  # the unit behind the gateway is gone: like a unit that does not answer
+_BACKSTOP_SLACK = 1.0  # s: the poll's backstop fires device.timeout + 1 to + 2 s after a request was sent
 
 
 class ModbusExceptionResponse(Exception):
@@ -154,13 +155,34 @@ class ModbusDriver:
     # ------------------------------------------------------------ reading
 
     async def read(self) -> list[Sample]:
-        samples: list[Sample] = []
-        silent: dict[int, str] = {}  # unit -> why it is skipped for the rest of this poll
-        answered = 0
-        replan = False
-        bad = self._bad
+        poll = _Poll()
+        steps = iter(self._steps)
+        while True:
+            try:
+                # one backstop timeout for the whole poll, pushed on before each request (_requests)
+                async with asyncio.timeout(None) as backstop:
+                    await self._requests(steps, poll, backstop)
+                break
+            except TimeoutError:  # the backstop fired although pymodbus times out after device.timeout
+                self._no_answer(poll)  # then go on with the next request
+        if poll.silent and not poll.answered:
+            raise ConnectionLost(self.device.name, "; ".join(sorted(set(poll.silent.values()))))
+        if poll.replan:
+            self.plan = self._replan()
+        return poll.samples
+
+    async def _requests(self, steps, poll: _Poll, backstop: asyncio.Timeout) -> None:
+        """Send the plan's requests (from where `steps` stands) and decode their answers into `poll`.
+
+        Every request runs under `backstop`, which fires at least `device.timeout + 1` and at
+        most a second more after the request was sent: an `asyncio.timeout` per request cost
+        ~12 us (a timer handle scheduled and cancelled), this one is rescheduled about once a second.
+        """
+        samples, silent, bad = poll.samples, poll.silent, self._bad
         clock = asyncio.get_running_loop().time
-        for request, decoder in self._steps:
+        limit = self.device.timeout + 1
+        deadline = 0.0
+        for request, decoder in steps:
             if silent and request.unit in silent:
                 samples.extend(self._bad_samples(request, silent[request.unit]))
                 continue
@@ -168,14 +190,18 @@ class ModbusDriver:
             if bad and single in bad and clock() < bad[single].retry_at:
                 samples.extend(self._bad_samples(request, bad[single].error))
                 continue
+            if deadline - (t := clock()) < limit:
+                deadline = t + limit + _BACKSTOP_SLACK
+                backstop.reschedule(deadline)
+            poll.current = request
             try:
-                values = await self._fetch(request.table, request.unit, request.start, request.count)
+                values = await self._call(request.table, request.unit, request.start, request.count)
             except NoResponse as e:
                 silent[request.unit] = str(e)
                 samples.extend(self._bad_samples(request, str(e)))
                 continue
             except ModbusExceptionResponse as e:
-                answered += 1
+                poll.answered += 1
                 if e.code in _GATEWAY_CODES:
                     silent[request.unit] = f"unit {request.unit}: {e}"
                     samples.extend(self._bad_samples(request, silent[request.unit]))
@@ -184,25 +210,32 @@ class ModbusDriver:
                         bad[single].retry_at = clock() + self.device.bad_tag_retry
                         samples.extend(self._bad_samples(request, bad[single].error))
                     else:
+                        backstop.reschedule(None)  # its requests have timeouts of their own
+                        deadline = 0.0
                         samples.extend(await self._isolate(request, e))
-                        replan = True
+                        poll.replan = True
                 else:  # device failure, busy: nothing to learn about the address map
                     samples.extend(self._bad_samples(request, f"unit {request.unit}: {e}"))
                 continue
-            answered += 1
+            poll.answered += 1
             if bad and single in bad:
                 log.info("event=modbus_tag_recovered device=%s tag=%s", self.device.name, single)
                 del bad[single]
-                replan = True
+                poll.replan = True
             if len(values) < request.count:
                 samples.extend(self._bad_samples(request, _short(request, values)))
                 continue
             samples += good_samples(decoder.names, decoder(values), now())
-        if silent and not answered:
-            raise ConnectionLost(self.device.name, "; ".join(sorted(set(silent.values()))))
-        if replan:
-            self.plan = self._replan()
-        return samples
+
+    def _no_answer(self, poll: _Poll) -> None:
+        """The backstop fired on `poll.current`: its unit is silent for this poll, or the link is gone."""
+        request = poll.current
+        where = _where(request.table, request.start, request.count, request.unit)
+        client = self._client
+        if client is None or not client.connected:
+            raise ConnectionLost(self.device.name, f"{where}: connection lost")
+        poll.silent[request.unit] = f"unit {request.unit} did not answer within {self.device.timeout:g}s ({where})"
+        poll.samples.extend(self._bad_samples(request, poll.silent[request.unit]))
 
     def _bad_samples(self, request: Request, error: str) -> list[Sample]:
         ts = now()
@@ -270,26 +303,49 @@ class ModbusDriver:
 
     async def _fetch(self, table: str, unit: int, start: int, count: int) -> list:
         """`read_block` without copying: pymodbus' own list (bits padded to a byte)."""
+        try:
+            # pymodbus times out after device.timeout; this is the backstop
+            async with asyncio.timeout(self.device.timeout + 1):
+                return await self._call(table, unit, start, count)
+        except TimeoutError as e:
+            raise self._timeout_error(table, unit, start, count) from e
+
+    async def _call(self, table: str, unit: int, start: int, count: int) -> list:
+        """One request without a timeout of its own (pymodbus' applies): the caller holds the backstop."""
         client = self._client
         if client is None or not client.connected:
             raise ConnectionLost(self.device.name, "not connected")
         self.health.requests += 1
         try:
-            # pymodbus times out after device.timeout; this is the backstop
-            async with asyncio.timeout(self.device.timeout + 1):
-                response = await self._calls[table](start, count=count, device_id=unit)
+            response = await self._calls[table](start, count=count, device_id=unit)
         except ConnectionException as e:
             raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e}") from e
         except (TimeoutError, ModbusIOException) as e:
-            where = _where(table, start, count, unit)
-            if client.connected:
-                raise NoResponse(f"unit {unit} did not answer within {self.device.timeout:g}s ({where})") from e
-            raise ConnectionLost(self.device.name, f"{where}: connection lost") from e
+            raise self._timeout_error(table, unit, start, count) from e
         except (ModbusException, OSError) as e:
             raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e or type(e).__name__}") from e
         if response.isError():
             raise ModbusExceptionResponse(response.exception_code)
         return response.bits if table in BIT_TABLES else response.registers
+
+    def _timeout_error(self, table: str, unit: int, start: int, count: int) -> Exception:
+        """No answer in time: NoResponse while the connection is up, else ConnectionLost."""
+        where = _where(table, start, count, unit)
+        client = self._client
+        if client is not None and client.connected:
+            return NoResponse(f"unit {unit} did not answer within {self.device.timeout:g}s ({where})")
+        return ConnectionLost(self.device.name, f"{where}: connection lost")
+
+
+@dataclass(slots=True)
+class _Poll:
+    """What one `read()` has gathered so far (it outlives a backstop timeout, see `ModbusDriver.read`)."""
+
+    samples: list[Sample] = field(default_factory=list)
+    silent: dict[int, str] = field(default_factory=dict)  # unit -> why it is skipped for the rest of this poll
+    answered: int = 0
+    replan: bool = False
+    current: Request | None = None  # the request in flight
 
 
 def _where(table: str, start: int, count: int, unit: int) -> str:
