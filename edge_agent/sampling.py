@@ -110,23 +110,31 @@ async def run_device(driver: Driver, emit: Emit, *, backoff: Backoff | None = No
         await asyncio.sleep(backoff.next())
 
 
+def read_guard(driver: Driver) -> float:
+    """Seconds a whole read may take: above the driver's own per-request timeouts."""
+    return driver.device.timeout * (2 + len(getattr(driver, "plan", ())))
+
+
 async def _poll(driver: Driver, emit: Emit) -> None:
     loop = asyncio.get_running_loop()
     device, health = driver.device, driver.health
     interval = device.poll_interval
-    # a guard above the driver's own per-request timeouts, so a wedged read cannot stall the task
-    guard = device.timeout * (2 + len(getattr(driver, "plan", ())))
     deadline = loop.time()
-    while True:
-        try:
-            async with asyncio.timeout(guard):
+    # One timer guards every read, so a wedged read cannot stall the task: armed for the read
+    # only (an emit that waits for derivation to catch up is back-pressure, not a dead PLC).
+    # Re-arming one Timeout costs less than entering a new one per poll (bench/, docs/performance.md).
+    try:
+        async with asyncio.timeout(None) as cut:
+            while True:
+                cut.reschedule(loop.time() + read_guard(driver))
                 samples = await driver.read()
-        except TimeoutError:
-            raise ConnectionLost(device.name, f"read did not finish within {guard:.1f}s") from None
-        health.reads += 1
-        health.last_ok = now()
-        await emit(samples)
-        deadline, missed = next_deadline(deadline, interval, loop.time())
-        if missed:
-            log.debug("event=poll_overrun device=%s missed=%d", device.name, missed)
-        await asyncio.sleep(pause(deadline, loop.time()))
+                cut.reschedule(None)
+                health.reads += 1
+                health.last_ok = now()
+                await emit(samples)
+                deadline, missed = next_deadline(deadline, interval, loop.time())
+                if missed:
+                    log.debug("event=poll_overrun device=%s missed=%d", device.name, missed)
+                await asyncio.sleep(pause(deadline, loop.time()))
+    except TimeoutError:
+        raise ConnectionLost(device.name, f"read did not finish within {read_guard(driver):.1f}s") from None

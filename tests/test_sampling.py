@@ -128,3 +128,72 @@ async def test_reconnects_after_the_plc_restarts():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await server.stop()
+
+
+class _Stuck:
+    """A driver whose second read never returns (a wedged library call), to test the sampler's guard."""
+
+    def __init__(self, device):
+        self.device, self.tags, self.plan, self.reads = device, [], [object()], 0
+        from drivers.base import Health
+
+        self.health = Health()
+
+    async def connect(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def read(self):
+        self.reads += 1
+        if self.reads == 2:
+            await asyncio.Event().wait()
+        return [Sample("t", self.reads, 0.0)]
+
+
+async def test_a_read_that_never_returns_is_cut_by_the_guard_and_the_device_reconnects():
+    from types import SimpleNamespace
+
+    device = SimpleNamespace(name="wedged", timeout=0.1, poll_interval=0.01, mode="poll")
+    driver = _Stuck(device)
+    items: list = []
+
+    async def emit(batch):
+        items.extend(batch)
+
+    task = asyncio.create_task(run_device(driver, emit, backoff=Backoff(base=0.01, cap=0.02)))
+    for _ in range(200):  # the guard is 3 x 0.1 s; a few more seconds would mean it never fired
+        await asyncio.sleep(0.02)
+        if driver.reads >= 3:
+            break
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert driver.reads >= 3, "the wedged read was never cut"
+    down = [i for i in items if isinstance(i, DeviceStatus) and not i.connected]
+    assert down and "read did not finish within 0.3s" in down[0].error
+    assert driver.health.errors >= 1
+
+
+async def test_the_guard_does_not_fire_while_waiting_between_slow_polls():
+    from types import SimpleNamespace
+
+    device = SimpleNamespace(name="slow", timeout=0.02, poll_interval=0.3, mode="poll")  # guard 0.06 s << 0.3 s
+
+    class Quick(_Stuck):
+        async def read(self):
+            self.reads += 1
+            return [Sample("t", self.reads, 0.0)]
+
+    driver = Quick(device)
+    items: list = []
+
+    async def emit(batch):
+        items.extend(batch)
+
+    task = asyncio.create_task(run_device(driver, emit))
+    await asyncio.sleep(1.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert driver.reads >= 3
+    assert not [i for i in items if isinstance(i, DeviceStatus) and not i.connected], items
