@@ -146,7 +146,7 @@ def test_plain_members_are_one_struct_call_and_only_the_odd_ones_go_per_tag():
 
 def test_more_words_than_asked_are_ignored_and_one_coil_is_a_list():
     decoder = RequestDecoder("hr", 5, 2, [("x", ModbusAddress("hr", 5, 2, "uint32"))])
-    assert decoder([1, 2, 99, 99]) == [65538]
+    assert list(decoder([1, 2, 99, 99])) == [65538]
     assert decoder.single == "x"
     coil = RequestDecoder("coil", 3, 1, [("c", ModbusAddress("coil", 3, 1, "bool"))])
     assert coil([1, 0, 0, 0, 0, 0, 0, 0]) == [True]

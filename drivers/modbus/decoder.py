@@ -43,17 +43,20 @@ _ENDIAN = {"ABCD": (">", ">"), "CDAB": ("<", "<"), "BADC": ("<", ">"), "DCBA": (
 class RequestDecoder:
     """Values of a request's members from the words (or bits) it read; `names` says whose, in the same order.
 
-    `single` is the member's name when the request has exactly one member, else None.
+    `single` is the member's name when the request has exactly one member, else None;
+    `bits` says whether it reads bits (coils, discrete inputs) rather than registers.
     """
 
     __slots__ = (
-        "_bits",
         "_byte_order",
         "_others",
         "_pack",
+        "_pick",
         "_plain",
         "_regbits",
         "_scales",
+        "_simple",
+        "bits",
         "count",
         "names",
         "single",
@@ -63,16 +66,18 @@ class RequestDecoder:
                  byte_order: str = "ABCD", scales: Mapping[str, tuple[float, float]] | None = None):
         scales = scales or {}
         self.count = count
+        self.bits = table in BIT_TABLES
         self.single = members[0][0] if len(members) == 1 else None
         self._byte_order = byte_order
-        self._bits = self._pack = self._plain = None
+        self._pick = self._pack = self._plain = None
         self._regbits: list[tuple[int, int]] = []
         self._others: list[tuple[int, ModbusAddress]] = []
         if table in BIT_TABLES:
             offsets = [a.number - start for _, a in members]
-            self._bits = itemgetter(*offsets) if len(offsets) > 1 else _one(offsets[0])
+            self._pick = itemgetter(*offsets) if len(offsets) > 1 else _one(offsets[0])
             self.names: tuple[str, ...] = tuple(n for n, _ in members)
             self._scales: list[tuple[int, Any, Any]] = []
+            self._simple = False
             return
         pack_endian, endian = _ENDIAN[byte_order]
         fmt, pos = [endian], start
@@ -98,17 +103,20 @@ class RequestDecoder:
         numeric = [*plain, *(n for n, a in others if a.data_type in REGISTER_TYPES)]
         index = {n: i for i, n in enumerate(self.names)}
         self._scales = [(index[n], *scales[n]) for n in numeric if n in scales]
+        self._simple = bool(plain) and not (self._regbits or self._others or self._scales)
 
-    def __call__(self, words: Sequence[Any]) -> list[Any]:
+    def __call__(self, words: Sequence[Any]) -> Sequence[Any]:
         """The values, in `names` order, from the request's words (registers) or bits, first first.
 
         `words` must hold at least `count` items; more (bits padded to a byte, a device
         answering more registers than asked) are ignored.
         """
-        if self._bits is not None:
-            return list(map(bool, self._bits(words)))
+        if self._pick is not None:
+            return list(map(bool, self._pick(words)))
         if len(words) != self.count:
             words = words[:self.count]
+        if self._simple:  # numbers only, unscaled: the struct's tuple as it is
+            return self._plain(self._pack(*words))
         values = list(self._plain(self._pack(*words))) if self._plain is not None else []
         if self._regbits:
             values += [bool((words[i] >> bit) & 1) for i, bit in self._regbits]

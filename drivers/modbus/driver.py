@@ -41,6 +41,7 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
 # codes that say "these registers cannot be read like this": worth isolating and remembering
 _ADDRESS_CODES = {1, 2, 3}
 _GATEWAY_CODES = {10, 11}  # the unit behind the gateway is gone: like a unit that does not answer
+_CALL_ERRORS = (ModbusException, OSError, TimeoutError)  # what a pymodbus call may raise
 _BACKSTOP_SLACK = 1.0  # s: the poll's backstop fires device.timeout + 1 to + 2 s after a request was sent
 
 
@@ -177,14 +178,16 @@ class ModbusDriver:
         Every request runs under `backstop`, which fires at least `device.timeout + 1` and at
         most a second more after the request was sent: an `asyncio.timeout` per request cost
         ~12 us (a timer handle scheduled and cancelled), this one is rescheduled about once a second.
+        The request itself is `_call` written out: a coroutine more per request cost ~3 us.
         """
-        samples, silent, bad = poll.samples, poll.silent, self._bad
+        samples, silent, bad, calls, health = poll.samples, poll.silent, self._bad, self._calls, self.health
         clock = asyncio.get_running_loop().time
         limit = self.device.timeout + 1
         deadline = 0.0
         for request, decoder in steps:
-            if silent and request.unit in silent:
-                samples.extend(self._bad_samples(request, silent[request.unit]))
+            unit = request.unit
+            if silent and unit in silent:
+                samples.extend(self._bad_samples(request, silent[unit]))
                 continue
             single = decoder.single
             if bad and single in bad and clock() < bad[single].retry_at:
@@ -193,18 +196,26 @@ class ModbusDriver:
             if deadline - (t := clock()) < limit:
                 deadline = t + limit + _BACKSTOP_SLACK
                 backstop.reschedule(deadline)
+            client = self._client
+            if client is None or not client.connected:
+                raise ConnectionLost(self.device.name, "not connected")
+            health.requests += 1
             poll.current = request
             try:
-                values = await self._call(request.table, request.unit, request.start, request.count)
-            except NoResponse as e:
-                silent[request.unit] = str(e)
-                samples.extend(self._bad_samples(request, str(e)))
+                response = await calls[request.table](request.start, count=request.count, device_id=unit)
+            except _CALL_ERRORS as e:
+                error = self._failure(e, request.table, unit, request.start, request.count)
+                if not isinstance(error, NoResponse):
+                    raise error from e
+                silent[unit] = str(error)
+                samples.extend(self._bad_samples(request, silent[unit]))
                 continue
-            except ModbusExceptionResponse as e:
+            if response.isError():
+                e = ModbusExceptionResponse(response.exception_code)
                 poll.answered += 1
                 if e.code in _GATEWAY_CODES:
-                    silent[request.unit] = f"unit {request.unit}: {e}"
-                    samples.extend(self._bad_samples(request, silent[request.unit]))
+                    silent[unit] = f"unit {unit}: {e}"
+                    samples.extend(self._bad_samples(request, silent[unit]))
                 elif e.code in _ADDRESS_CODES:
                     if single in bad:  # the retry failed again
                         bad[single].retry_at = clock() + self.device.bad_tag_retry
@@ -215,13 +226,14 @@ class ModbusDriver:
                         samples.extend(await self._isolate(request, e))
                         poll.replan = True
                 else:  # device failure, busy: nothing to learn about the address map
-                    samples.extend(self._bad_samples(request, f"unit {request.unit}: {e}"))
+                    samples.extend(self._bad_samples(request, f"unit {unit}: {e}"))
                 continue
             poll.answered += 1
             if bad and single in bad:
                 log.info("event=modbus_tag_recovered device=%s tag=%s", self.device.name, single)
                 del bad[single]
                 poll.replan = True
+            values = response.bits if decoder.bits else response.registers
             if len(values) < request.count:
                 samples.extend(self._bad_samples(request, _short(request, values)))
                 continue
@@ -318,15 +330,19 @@ class ModbusDriver:
         self.health.requests += 1
         try:
             response = await self._calls[table](start, count=count, device_id=unit)
-        except ConnectionException as e:
-            raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e}") from e
-        except (TimeoutError, ModbusIOException) as e:
-            raise self._timeout_error(table, unit, start, count) from e
-        except (ModbusException, OSError) as e:
-            raise ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e or type(e).__name__}") from e
+        except _CALL_ERRORS as e:
+            raise self._failure(e, table, unit, start, count) from e
         if response.isError():
             raise ModbusExceptionResponse(response.exception_code)
         return response.bits if table in BIT_TABLES else response.registers
+
+    def _failure(self, e: BaseException, table: str, unit: int, start: int, count: int) -> Exception:
+        """What a pymodbus call raising `e` means: ConnectionLost, or NoResponse (this unit did not answer)."""
+        if isinstance(e, ConnectionException):
+            return ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e}")
+        if isinstance(e, (TimeoutError, ModbusIOException)):
+            return self._timeout_error(table, unit, start, count)
+        return ConnectionLost(self.device.name, f"{_where(table, start, count, unit)}: {e or type(e).__name__}")
 
     def _timeout_error(self, table: str, unit: int, start: int, count: int) -> Exception:
         """No answer in time: NoResponse while the connection is up, else ConnectionLost."""
