@@ -24,7 +24,7 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config 
 
 
 def _open(config: Path) -> Buffer:
-    from edge_agent.cli import _load
+    from edge_agent.cli_app import _load
 
     cfg = _load(config)
     path = cfg.buffer.resolved_path()

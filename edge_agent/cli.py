@@ -1,38 +1,88 @@
-"""`edge-agent` command line: what a technician types on the line PC.
+"""`edge-agent` command line entry point (the console script and `python -m edge_agent`).
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad config or bad arguments.
 Bad input never shows a traceback: `ConfigError` becomes its messages on stderr.
+
+`edge-agent run --config PATH [-v]` is what systemd starts and what stays resident for
+months on a Raspberry Pi, so it is dispatched here before typer, click and the
+technician sub-commands (edge_agent/cli_app.py and its sub-apps) are imported: they cost
+≈ 6 MB of resident memory that the daemon never uses. Every other command line (and a
+`run` line this does not recognise, such as `run --help` or a missing `--config`) goes to
+the typer app, which also has a `run` command calling the same `run_command` below, so
+help, usage errors and behaviour are the same either way.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from edge_agent.config import Config, load_config
-from edge_agent.errors import ConfigError, EdgeAgentError
-
-app = typer.Typer(help="Edge data-collection agent: PLCs -> machine facts -> MES.", no_args_is_help=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
 EXIT_CONFIG = 2
 
 
-def _load(path: Path) -> Config:
+def main() -> None:
+    parsed = _parse_run(sys.argv[1:])
+    if parsed is not None:
+        code = run_command(*parsed)
+        sys.exit(code)
+    from edge_agent.cli_app import app
+
+    app()
+
+
+def _parse_run(args: list[str]) -> tuple[Path, bool] | None:
+    """(config, verbose) for `run --config PATH [-v]` in the forms click accepts; None for anything else."""
+    if not args or args[0] != "run":
+        return None
+    config: str | None = None
+    verbose = False
+    i = 1
+    while i < len(args):
+        a = args[i]
+        if a in ("--verbose", "-v"):
+            verbose = True
+        elif a in ("--config", "-c"):
+            if config is not None or i + 1 >= len(args):
+                return None
+            i += 1
+            config = args[i]
+        elif a.startswith("--config="):
+            if config is not None:
+                return None
+            config = a[len("--config="):]
+        elif a.startswith("-c") and not a.startswith("--") and len(a) > 2:
+            if config is not None:
+                return None
+            config = a[2:]
+        else:
+            return None  # --help, unknown options, extra arguments: typer says what it says
+        i += 1
+    if not config:
+        return None
+    return Path(config), verbose
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_or_report(path: Path) -> Any:
+    """The config, or None after printing its problems (FILE:LINE: field: message) to stderr."""
+    from edge_agent.config import load_config
+    from edge_agent.errors import ConfigError
+
     try:
         return load_config(path)
     except ConfigError as e:
         for line in e.problems:
-            typer.echo(line, err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+            _err(line)
+        return None
 
 
-def _logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -42,162 +92,35 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.CRITICAL if not verbose else logging.INFO)
 
 
-@app.command()
-def validate(path: Annotated[Path, typer.Argument(help="config file to check")]) -> None:
-    """Check a config file; print every problem with file, line and field."""
-    cfg = _load(path)
-    typer.echo(f"{path}: ok ({len(cfg.machines)} machine(s), {len(cfg.devices)} device(s), {len(cfg.tags)} tag(s))")
+def run_command(config: Path, verbose: bool) -> int:
+    """`edge-agent run`: poll devices, derive events, buffer them, forward them. Returns the exit code."""
+    cfg = load_or_report(config)
+    if cfg is None:
+        _err(f"event=config_error config={config} action=exit exit_code={EXIT_CONFIG}")
+        return EXIT_CONFIG
+    import asyncio
 
-
-@app.command()
-def run(config: ConfigOption, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run the agent: poll devices, derive events, buffer them, forward them."""
     from edge_agent.daemon import run_agent
+    from edge_agent.errors import EdgeAgentError
 
-    try:
-        cfg = _load(config)
-    except typer.Exit:
-        typer.echo(f"event=config_error config={config} action=exit exit_code={EXIT_CONFIG}", err=True)
-        raise
-    _logging(verbose)
+    setup_logging(verbose)
     try:
         asyncio.run(run_agent(cfg, config_path=config))
     except KeyboardInterrupt:
         pass
     except EdgeAgentError as e:
-        typer.echo(f"edge-agent: {e}", err=True)
-        raise typer.Exit(1) from None
+        _err(f"edge-agent: {e}")
+        return 1
+    return 0
 
 
-@app.command()
-def simulate(config: ConfigOption, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-             cycle_time: Annotated[float, typer.Option(help="seconds per part")] = 1.0) -> None:
-    """Serve simulated machines on the device endpoints named in the config."""
-    from edge_agent.simulator import Simulation, serve
-
-    cfg = _load(config)
-    _logging(verbose)
-    sim = Simulation(cfg)
-    for m in sim.machines.values():
-        m.cycle_time = cycle_time
-    try:
-        asyncio.run(serve(cfg, sim))
-    except KeyboardInterrupt:
-        pass
-
-
-@app.command()
-def demo(seconds: Annotated[float, typer.Option(help="stop after this long (0 = until Ctrl-C)")] = 0) -> None:
-    """The embedded default: a simulated press, a local mosquitto and the agent; prints forwarded events."""
-    from edge_agent.demo import run_demo
-
-    _logging(False)
-    try:
-        asyncio.run(run_demo(seconds or None))
-    except KeyboardInterrupt:
-        pass
-    except EdgeAgentError as e:
-        typer.echo(f"edge-agent: {e}", err=True)
-        raise typer.Exit(1) from None
-
-
-@app.command()
-def scan(
-    device: Annotated[str, typer.Argument(help="name of a Modbus device in the config")],
-    config: ConfigOption,
-    range_: Annotated[str, typer.Option("--range", help="registers A-B inclusive, as the device counts (0-99, 40001-40100)")],
-    unit: Annotated[int | None, typer.Option(help="unit id (default: the device's)")] = None,
-    table: Annotated[str | None, typer.Option(help="hr or ir (default hr; 3xxxx/4xxxx ranges name it)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-) -> None:
-    """Read a Modbus register range and print it as u16, i16, hex, ASCII and 32-bit values in each byte order."""
-    from drivers.modbus.scan import parse_range, render_json, render_text
-    from drivers.modbus.scan import scan as run_scan
-
-    cfg = _load(config)
-    dev = next((d for d in cfg.devices if d.name == device), None)
-    if dev is None or not dev.protocol.startswith("modbus"):
-        names = ", ".join(d.name for d in cfg.devices if d.protocol.startswith("modbus")) or "none"
-        typer.echo(f"edge-agent: no Modbus device {device!r} in {config} (Modbus devices: {names})", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    if table is not None and table not in ("hr", "ir"):
-        typer.echo(f"edge-agent: --table must be hr or ir, not {table!r}", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    try:
-        tbl, start, end = parse_range(range_, dev, table)
-    except ValueError as e:
-        typer.echo(f"edge-agent: {e}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    _logging(False)
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if total > 125:
-            start_, end_ = ("\r", "" if done < total else "\n") if tty else ("", "\n")
-            sys.stderr.write(f"{start_}scanned {done}/{total} registers{end_}")
-            sys.stderr.flush()
+def __getattr__(name: str) -> Any:
+    """`edge_agent.cli.app` (and the other names the typer app module defines) still resolve here."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from edge_agent import cli_app
 
     try:
-        rows = asyncio.run(run_scan(dev, unit=dev.unit if unit is None else unit, table=tbl, start=start, end=end,
-                                    progress=progress))
-    except KeyboardInterrupt:
-        raise typer.Exit(1) from None
-    except EdgeAgentError as e:
-        typer.echo(f"edge-agent: {e}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(render_json(rows) if as_json else render_text(rows))
-
-
-@app.command()
-def browse(
-    device: Annotated[str, typer.Argument(help="name of an OPC UA device in the config")],
-    config: ConfigOption,
-    path: Annotated[str | None, typer.Option(help="start below this: browse names like Press/Line3, or a node id")] = None,
-    depth: Annotated[int, typer.Option(min=1, max=10, help="levels to descend")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """List an OPC UA server's objects and variables (node id with namespace URI, type, value) to pick tags."""
-    cfg = _load(config)
-    dev = next((d for d in cfg.devices if d.name == device), None)
-    if dev is None or dev.protocol != "opcua":
-        names = ", ".join(d.name for d in cfg.devices if d.protocol == "opcua") or "none"
-        typer.echo(f"edge-agent: no OPC UA device {device!r} in {config} (OPC UA devices: {names})", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    from drivers.opcua.browse import browse as run_browse
-    from drivers.opcua.browse import render_json, render_text
-
-    _logging(verbose)
-    try:
-        entries = asyncio.run(run_browse(dev, path, depth, pki_dir=cfg.pki_dir))
-    except KeyboardInterrupt:
-        raise typer.Exit(1) from None
-    except EdgeAgentError as e:
-        typer.echo(f"edge-agent: {e}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(render_json(entries) if as_json else render_text(entries))
-
-
-# technician commands: init, tags, status, service (edge_agent/cli_ops.py)
-from edge_agent.cli_ops import register as _register_ops  # noqa: E402
-
-_register_ops(app)
-
-
-def _register_buffer(app: typer.Typer) -> None:
-    """`edge-agent buffer stats|export|purge` (edge_agent/buffer_cli.py)."""
-    from edge_agent.buffer_cli import app as buffer_app
-
-    app.add_typer(buffer_app, name="buffer")
-
-
-_register_buffer(app)
-
-# MES commands from a shell: order set|clear, downtime classify (edge_agent/cli_mes.py)
-from edge_agent.cli_mes import register as _register_mes  # noqa: E402
-
-_register_mes(app)
-
-
-def main() -> None:
-    app()
+        return getattr(cli_app, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

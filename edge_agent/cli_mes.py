@@ -59,7 +59,7 @@ async def publish_command(cfg: Config, machine: str, command: dict[str, Any]) ->
 def _send(config: Path, machine: str | None, command: dict[str, Any]) -> None:
     import aiomqtt
 
-    from edge_agent.cli import _load
+    from edge_agent.cli_app import _load
 
     cfg = _load(config)
     target = _machine(cfg, machine)
