@@ -67,13 +67,17 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def load_or_report(path: Path) -> Any:
-    """The config, or None after printing its problems (FILE:LINE: field: message) to stderr."""
+def load_or_report(path: Path, *, compact: bool = False) -> Any:
+    """The config, or None after printing its problems (FILE:LINE: field: message) to stderr.
+
+    `compact`: parse in a short-lived child process (edge_agent/memory.py), for the daemon.
+    """
     from edge_agent.config import load_config
     from edge_agent.errors import ConfigError
+    from edge_agent.memory import load_config_compact
 
     try:
-        return load_config(path)
+        return (load_config_compact if compact else load_config)(path)
     except ConfigError as e:
         for line in e.problems:
             _err(line)
@@ -94,7 +98,7 @@ def setup_logging(verbose: bool) -> None:
 
 def run_command(config: Path, verbose: bool) -> int:
     """`edge-agent run`: poll devices, derive events, buffer them, forward them. Returns the exit code."""
-    cfg = load_or_report(config)
+    cfg = load_or_report(config, compact=True)  # before anything starts a thread
     if cfg is None:
         _err(f"event=config_error config={config} action=exit exit_code={EXIT_CONFIG}")
         return EXIT_CONFIG
