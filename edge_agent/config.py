@@ -8,13 +8,11 @@ and come from the environment.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -65,7 +63,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ---------------------------------------------------------------- plant and machines
@@ -655,6 +653,8 @@ def _check_derivation(i: int, m: Machine):
 
 
 def _suggest(word: str, choices) -> str:
+    import difflib
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -671,6 +671,8 @@ class _Problems(Exception):
 
 def _compose(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     """YAML text -> (plain data, {path: line}); rejects duplicate keys and unset ${VAR}s."""
+    import yaml  # here, not at the top: `edge-agent run` parses in a child process and never needs it
+
     # libyaml's parser when present: 6x faster on a 10k-tag file and far less heap churn
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
