@@ -242,3 +242,40 @@ async def test_stopped_server_raises_connection_lost():
         with pytest.raises(ConnectionLost):
             async with asyncio.timeout(3):
                 await driver.read()
+
+
+async def test_a_device_answering_fewer_registers_than_asked_makes_that_request_bad():
+    """A device (here a minimal Modbus TCP server on a real socket) that answers FC 3 with one
+    register short: the request's tags are BAD and say so, the other requests still read."""
+    import struct
+
+    from drivers.modbus.driver import ModbusDriver
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                tid, _, _, unit, fc, start, count = struct.unpack(">HHHBBHH", await reader.readexactly(12))
+                n = count - 1 if fc == 3 else count  # holding registers: one short; input registers: all
+                pdu = struct.pack(">BB", fc, 2 * n) + struct.pack(f">{n}H", *range(start, start + n))
+                writer.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = make_config(tcp_device(port=port, timeout="500ms"), [
+        {"name": "a", "address": "hr:10", "type": "uint16"}, {"name": "b", "address": "hr:11", "type": "uint16"},
+        {"name": "c", "address": "ir:20", "type": "uint16"}, {"name": "d", "address": "ir:21", "type": "uint16"},
+    ])
+    driver = ModbusDriver(cfg.devices[0], cfg.tags)
+    try:
+        await driver.connect()
+        samples = {s.tag: s for s in await driver.read()}
+    finally:
+        await driver.close()
+        server.close()
+        await server.wait_closed()
+    assert samples["a"].quality == samples["b"].quality == Quality.BAD
+    assert samples["a"].error == "unit 1 answered 1 of 2 registers (hr:10+2 unit 1)"
+    assert (samples["c"].value, samples["d"].value) == (20, 21)
