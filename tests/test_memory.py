@@ -115,17 +115,17 @@ def test_run_fast_path_only_takes_plain_run_lines(args, expected):
 
 def test_run_help_and_usage_errors_still_come_from_typer():
     help_ = subprocess.run([sys.executable, "-m", "edge_agent", "run", "--help"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)
+                           text=True, timeout=60, check=False)
     assert help_.returncode == 0 and "--config" in help_.stdout and "--verbose" in help_.stdout
     missing = subprocess.run([sys.executable, "-m", "edge_agent", "run"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, check=False)
     assert missing.returncode == 2 and "Missing option '--config'" in missing.stderr
 
 
 def test_run_with_a_bad_config_prints_file_line_errors_and_exits_2(tmp_path):
     cfg = _write(tmp_path, MODBUS_ONLY.replace("type: uint32", "type: uint33"))
     proc = subprocess.run([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert f"{cfg}:9: tags[1].type:" in proc.stderr
     assert "event=config_error" in proc.stderr and "Traceback" not in proc.stderr
