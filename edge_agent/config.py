@@ -187,15 +187,17 @@ class Calendar(_Model):
 
 
 class Machine(_Model):
+    # defaults are factories, not instances made at import: an instance would build the model's
+    # validator at import time, in the daemon too, where the config is only unpickled (memory.py)
     id: Name
-    signals: Signals = Signals()
-    state: StateRules = StateRules()
-    counters: Counters = Counters()
-    cycle: Cycles = Cycles()
+    signals: Signals = Field(default_factory=Signals)
+    state: StateRules = Field(default_factory=StateRules)
+    counters: Counters = Field(default_factory=Counters)
+    cycle: Cycles = Field(default_factory=Cycles)
     ideal_cycle_time: Duration | None = Field(
         None, description="seconds per part at rated speed (for performance/OEE); an order may override it")
     reasons: dict[int, str] = Field({}, description="reason code -> downtime reason name (reason catalogue)")
-    aggregates: Aggregates = Aggregates()
+    aggregates: Aggregates = Field(default_factory=Aggregates)
     calendar: Calendar | None = Field(None, description="shift calendar; none = planned around the clock")
 
 
@@ -559,10 +561,10 @@ class Config(_Model):
     machines: Annotated[list[Machine], Field(min_length=1)]
     devices: list[Device] = []
     tags: list[Tag] = []
-    buffer: BufferConfig = BufferConfig()
-    outputs: Outputs = Outputs()
-    metrics: MetricsConfig = MetricsConfig()
-    status: StatusConfig = StatusConfig()
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    outputs: Outputs = Field(default_factory=Outputs)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
 
     def device(self, name: str) -> Device:
         return next(d for d in self.devices if d.name == name)
