@@ -186,3 +186,23 @@ def test_compact_load_does_not_fork_a_threaded_process(tmp_path, monkeypatch):
     finally:
         stop.set()
         t.join()
+
+
+def test_importing_the_config_models_builds_no_validator():
+    """Defaults are factories and schemas are deferred: importing edge_agent.config builds no pydantic
+    validator (nor loads pydantic's plugin machinery), so the daemon, which only unpickles its
+    Config, never pays for them. Validating still works (and builds them then)."""
+    code = textwrap.dedent("""
+        import sys
+        from pydantic import BaseModel
+        import edge_agent.config as c
+        models = [v for v in vars(c).values() if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel]
+        built = [m.__name__ for m in models if type(m.__dict__.get("__pydantic_validator__")).__name__ != "MockValSer"]
+        print(len(models), built, "pydantic.plugin._loader" in sys.modules)
+        assert c.parse_config(open("config/default.yaml").read()).plant.site == "demo-site"
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    count, rest = out.stdout.split(" ", 1)
+    assert int(count) > 20
+    assert rest.strip() == "[] False"
