@@ -54,6 +54,10 @@ def next_deadline(deadline: float, interval: float, current: float) -> tuple[flo
 # epoll waits in whole milliseconds (CPython rounds a shorter timeout up to 1 ms), so a
 # shorter sleep lasts a millisecond: longer than the interval it was meant to keep
 TIMER_GRANULARITY = 0.001
+# Back-to-back polls yield to the loop at least this often. A read that waits for its device
+# yields anyway (and derivation runs in that wait); this bounds a read that returns without
+# I/O (every request skipped as a known-bad tag, say) so it cannot starve the other tasks.
+YIELD_EVERY = 8
 
 
 def pause(deadline: float, current: float) -> float:
@@ -119,7 +123,7 @@ async def _poll(driver: Driver, emit: Emit) -> None:
     loop = asyncio.get_running_loop()
     device, health = driver.device, driver.health
     interval = device.poll_interval
-    deadline = loop.time()
+    deadline, polls = loop.time(), 0
     # One timer guards every read, so a wedged read cannot stall the task: armed for the read
     # only (an emit that waits for derivation to catch up is back-pressure, not a dead PLC).
     # Re-arming one Timeout costs less than entering a new one per poll (bench/, docs/performance.md).
@@ -135,6 +139,9 @@ async def _poll(driver: Driver, emit: Emit) -> None:
                 deadline, missed = next_deadline(deadline, interval, loop.time())
                 if missed:
                     log.debug("event=poll_overrun device=%s missed=%d", device.name, missed)
-                await asyncio.sleep(pause(deadline, loop.time()))
+                delay = pause(deadline, loop.time())
+                polls += 1
+                if delay or polls % YIELD_EVERY == 0:
+                    await asyncio.sleep(delay)
     except TimeoutError:
         raise ConnectionLost(device.name, f"read did not finish within {read_guard(driver):.1f}s") from None

@@ -197,3 +197,39 @@ async def test_the_guard_does_not_fire_while_waiting_between_slow_polls():
     await asyncio.gather(task, return_exceptions=True)
     assert driver.reads >= 3
     assert not [i for i in items if isinstance(i, DeviceStatus) and not i.connected], items
+
+
+async def test_back_to_back_polls_that_never_wait_still_let_other_tasks_run():
+    """A read that returns without I/O at a sub-millisecond interval must not starve the loop."""
+    from types import SimpleNamespace
+
+    from edge_agent.sampling import YIELD_EVERY
+
+    class NoIO(_Stuck):
+        async def read(self):  # never suspends: every request skipped, say
+            self.reads += 1
+            return [Sample("t", self.reads, 0.0)]
+
+    driver = NoIO(SimpleNamespace(name="busy", timeout=1.0, poll_interval=0.0001, mode="poll"))
+
+    async def emit(batch):
+        pass
+
+    ticks = 0
+
+    async def other():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            at = driver.reads
+            await asyncio.sleep(0)
+            assert driver.reads - at <= YIELD_EVERY + 1, "the poller held the loop longer than YIELD_EVERY polls"
+
+    task = asyncio.create_task(run_device(driver, emit))
+    watcher = asyncio.create_task(other())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not watcher.done(), watcher.exception()
+    watcher.cancel()
+    assert driver.reads > 100 and ticks > driver.reads / (YIELD_EVERY + 1) - 2
