@@ -35,6 +35,7 @@ from typing import Any
 
 from edge_agent.config import Config, load_config
 from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.memory import load_config_compact
 
 log = logging.getLogger("edge_agent.service")
 
@@ -259,7 +260,8 @@ class Supervisor:
                 log.warning("event=config_reload_ignored reason=%r", "started without a config file")
                 continue
             try:
-                cfg = await asyncio.to_thread(load_config, self.config_path)
+                # parsed in a child process: the parse garbage of a big config never lands in the daemon
+                cfg = await asyncio.to_thread(load_config_compact, self.config_path)
             except ConfigError as e:
                 log.error("event=config_rejected config=%s problems=%d first=%r action=%r", self.config_path,
                           len(e.problems), e.problems[0] if e.problems else "", "keeps running the old config")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import edge_agent.config as config_module
+from edge_agent import memory
 from edge_agent.cli import _parse_run
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
@@ -175,17 +176,36 @@ def test_compact_load_parses_here_when_the_child_dies(tmp_path, monkeypatch):
     assert load_config_compact(cfg) == real(cfg)
 
 
-def test_compact_load_does_not_fork_a_threaded_process(tmp_path, monkeypatch):
-    cfg = _write(tmp_path, MODBUS_ONLY)
+@pytest.mark.parametrize("bad", [False, True])
+def test_compact_load_in_a_threaded_process_uses_a_fresh_interpreter(tmp_path, monkeypatch, bad):
+    """A reload runs with threads: no fork then, a `python -m edge_agent.memory` child instead."""
+    cfg = _write(tmp_path, MODBUS_ONLY.replace("coil:0", "coil:x") if bad else MODBUS_ONLY)
     stop = threading.Event()
     t = threading.Thread(target=stop.wait, daemon=True)
     t.start()
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked with a second thread running"))
+    monkeypatch.setattr(memory, "SUBPROCESS_MIN_BYTES", 0)  # the test config is small
+    real_run = memory.subprocess.run
+    children = []
+
+    def run(args, **kw):
+        children.append(args)
+        return real_run(args, **kw)
+
+    monkeypatch.setattr(memory.subprocess, "run", run)
     try:
-        assert load_config_compact(cfg) == load_config(cfg)
+        if bad:
+            with pytest.raises(ConfigError) as got:
+                load_config_compact(cfg)
+            with pytest.raises(ConfigError) as direct:
+                load_config(cfg)
+            assert got.value.problems == direct.value.problems
+        else:
+            assert load_config_compact(cfg) == load_config(cfg)
     finally:
         stop.set()
         t.join()
+    assert children and children[0][1:3] == ["-m", "edge_agent.memory"]
 
 
 def test_importing_the_config_models_builds_no_validator():
@@ -206,3 +226,18 @@ def test_importing_the_config_models_builds_no_validator():
     count, rest = out.stdout.split(" ", 1)
     assert int(count) > 20
     assert rest.strip() == "[] False"
+
+
+def test_a_small_config_in_a_threaded_process_is_parsed_in_process(tmp_path, monkeypatch):
+    cfg = _write(tmp_path, MODBUS_ONLY)
+    assert cfg.stat().st_size < memory.SUBPROCESS_MIN_BYTES
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked with a second thread running"))
+    monkeypatch.setattr(memory.subprocess, "run", lambda *a, **kw: pytest.fail("a child for a small file"))
+    try:
+        assert load_config_compact(cfg) == load_config(cfg)
+    finally:
+        stop.set()
+        t.join()
