@@ -1,4 +1,4 @@
-"""Prometheus metrics (the text format, written by hand below), served over HTTP on loopback by default.
+"""Prometheus metrics (prometheus-client), served over HTTP on loopback by default.
 
 `GET /metrics` on `metrics.listen` (default 127.0.0.1:9108; `metrics: {enabled: false}` turns it
 off). The server is a few lines of asyncio in the agent's own loop, so every figure is read
@@ -22,190 +22,22 @@ import asyncio
 import collections
 import json
 import logging
-import math
 import time
 from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from edge_agent import __version__
 
 log = logging.getLogger("edge_agent.metrics")
-
-# ---------------------------------------------------------------- the Prometheus text format
-#
-# The few pieces of prometheus-client the agent used (labelled counters, one labelled
-# histogram, metric families from a collector, the text exposition), written out here:
-# importing prometheus_client pulls in its HTTP/WSGI servers, push gateway and default
-# collectors (http.server, wsgiref, socketserver, mimetypes, ...), ≈ 1.4 MB of resident
-# memory the daemon never used. The output is line for line what prometheus_client
-# 0.2x's `generate_latest` writes (same names, `_total`/`_created`, label order and
-# escaping, number format), and tests parse it with prometheus_client's own parser.
-
-CONTENT_TYPE_LATEST = "text/plain; version=1.0.0; charset=utf-8"
-
-
-def _num(value: float) -> str:
-    """A sample value as prometheus_client (and Go) writes it."""
-    d = float(value)
-    if d == math.inf:
-        return "+Inf"
-    if d == -math.inf:
-        return "-Inf"
-    if math.isnan(d):
-        return "NaN"
-    s = repr(d)
-    dot = s.find(".")
-    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
-
-
-def _line(name: str, labels: dict[str, str], value: float) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
-        return f"{name}{{{inner}}} {_num(value)}\n"
-    return f"{name} {_num(value)}\n"
-
-
-class _Family:
-    """One metric family: name, help, type and its samples (name, labels, value)."""
-
-    type = "untyped"
-
-    def __init__(self, name: str, documentation: str, labels: list[str] | tuple[str, ...] | None = None):
-        self.name, self.documentation = name, documentation
-        self._labelnames = tuple(labels or ())
-        self.samples: list[tuple[str, dict[str, str], float]] = []
-
-
-class GaugeMetricFamily(_Family):
-    type = "gauge"
-
-    def add_metric(self, labels: list[str], value: float) -> None:
-        self.samples.append((self.name, dict(zip(self._labelnames, labels, strict=True)), value))
-
-
-class CounterMetricFamily(_Family):
-    type = "counter"
-
-    def __init__(self, name: str, documentation: str, labels: list[str] | None = None):
-        super().__init__(name.removesuffix("_total"), documentation, labels)
-
-    def add_metric(self, labels: list[str], value: float) -> None:
-        self.samples.append((self.name + "_total", dict(zip(self._labelnames, labels, strict=True)), value))
-
-
-def generate_latest(collectors: list[Any]) -> bytes:
-    """The text exposition (version 0.0.4 / 1.0.0) of every family the collectors yield."""
-    out: list[str] = []
-    for collector in collectors:
-        for family in collector.collect():
-            name = family.name + "_total" if family.type == "counter" else family.name
-            help_ = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-            out.append(f"# HELP {name} {help_}\n# TYPE {name} {family.type}\n")
-            created = [s for s in family.samples if s[0] == family.name + "_created"]
-            out.extend(_line(*s) for s in family.samples if s[0] != family.name + "_created")
-            if created:  # OpenMetrics-only samples go into a gauge of their own, after the family
-                out.append(f"# HELP {family.name}_created {help_}\n# TYPE {family.name}_created gauge\n")
-                out.extend(_line(*s) for s in created)
-    return "".join(out).encode("utf-8")
-
-
-class _CounterChild:
-    __slots__ = ("created", "value")
-
-    def __init__(self) -> None:
-        self.value, self.created = 0.0, time.time()
-
-    def inc(self, amount: float = 1) -> None:
-        if amount < 0:
-            raise ValueError("counters can only be incremented by non-negative amounts")
-        self.value += amount
-
-
-class _HistogramChild:
-    __slots__ = ("bounds", "counts", "created", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds, self.counts, self.sum, self.created = bounds, [0] * len(bounds), 0.0, time.time()
-
-    def observe(self, amount: float) -> None:
-        self.sum += amount
-        for i, bound in enumerate(self.bounds):
-            if amount <= bound:
-                self.counts[i] += 1
-                break
-
-
-class _Labelled:
-    """A metric with labels: one child per label value tuple, in the order first used."""
-
-    type = "untyped"
-
-    def __init__(self, name: str, documentation: str, labelnames: list[str]):
-        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def labels(self, *values: Any) -> Any:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values, got {len(values)}")
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._child()
-        return child
-
-    def _child(self) -> Any:
-        raise NotImplementedError
-
-
-class Counter(_Labelled):
-    type = "counter"
-
-    def __init__(self, name: str, documentation: str, labelnames: list[str]):
-        super().__init__(name.removesuffix("_total"), documentation, labelnames)
-
-    def _child(self) -> _CounterChild:
-        return _CounterChild()
-
-    def collect(self):
-        family = _Family(self.name, self.documentation)
-        family.type = "counter"
-        for key, c in self._children.items():
-            labels = dict(zip(self.labelnames, key, strict=True))
-            family.samples.append((self.name + "_total", labels, c.value))
-            family.samples.append((self.name + "_created", labels, c.created))
-        yield family
-
-
-class Histogram(_Labelled):
-    type = "histogram"
-
-    def __init__(self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]):
-        super().__init__(name, documentation, labelnames)
-        bounds = tuple(float(b) for b in buckets)
-        self.bounds = bounds if bounds and bounds[-1] == math.inf else (*bounds, math.inf)
-
-    def _child(self) -> _HistogramChild:
-        return _HistogramChild(self.bounds)
-
-    def collect(self):
-        family = _Family(self.name, self.documentation)
-        family.type = "histogram"
-        for key, h in self._children.items():
-            labels = dict(zip(self.labelnames, key, strict=True))
-            total = 0
-            for bound, n in zip(h.bounds, h.counts, strict=True):
-                total += n
-                family.samples.append((self.name + "_bucket", {**labels, "le": _num(bound)}, total))
-            family.samples.append((self.name + "_count", labels, total))
-            family.samples.append((self.name + "_sum", labels, h.sum))
-            family.samples.append((self.name + "_created", labels, h.created))
-        yield family
 
 RATE_WINDOW = 10  # seconds over which samples_per_second is averaged
 HTTP_TIMEOUT = 5.0
@@ -239,11 +71,12 @@ class Metrics:
 
     def __init__(self, supervisor: Any = None):
         self.supervisor = supervisor
+        self.registry = r = CollectorRegistry(auto_describe=False)
         self.poll_seconds = Histogram(
             "edge_agent_poll_duration_seconds", "Time one poll (driver.read) of a device took", ["device"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.samples = Counter("edge_agent_samples", "Samples read from devices", ["device"])
-        self.events = Counter("edge_agent_events", "Events committed to the buffer, by type", ["type"])
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.samples = Counter("edge_agent_samples", "Samples read from devices", ["device"], registry=r)
+        self.events = Counter("edge_agent_events", "Events committed to the buffer, by type", ["type"], registry=r)
         self.buffer_stats: dict[str, Any] | None = None
         self._carried_devices: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
         self._carried_outputs: dict[str, int] = collections.defaultdict(int)
@@ -252,7 +85,7 @@ class Metrics:
         self._first: int | None = None
         self._retry_handler = _RetryCounter()
         logging.getLogger("edge_agent.forwarding").addHandler(self._retry_handler)
-        self.collectors: list[Any] = [self.poll_seconds, self.samples, self.events, _Live(self)]  # exposition order
+        r.register(_Live(self))
 
     def close(self) -> None:
         logging.getLogger("edge_agent.forwarding").removeHandler(self._retry_handler)
@@ -326,7 +159,7 @@ class Metrics:
 
     async def render(self) -> bytes:
         await self.refresh()
-        return generate_latest(self.collectors)
+        return generate_latest(self.registry)
 
 
 def machine_state(deriver: Any) -> str | None:
@@ -348,7 +181,7 @@ def machine_state(deriver: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class _Live:
+class _Live(Collector):
     def __init__(self, metrics: Metrics):
         self.m = metrics
 
