@@ -126,9 +126,7 @@ class Agent:
                      len(self.drivers), len(cfg.machines), len(self.outputs), cfg.buffer.resolved_path())
             await stop.wait()
             log.info("event=agent_stopping")
-            for t in devices + [ticker]:
-                t.cancel()
-            await asyncio.gather(*devices, ticker, return_exceptions=True)
+            await _cancel_all(devices + [ticker])
             await self.queue.put(_STOP)  # derive what is queued, commit it, then end
             await derive
             for t in outputs:
@@ -240,6 +238,19 @@ class Agent:
         if stored:
             for deriver in self.derivers.values():
                 deriver.remember_event_ids(stored)
+
+
+async def _cancel_all(tasks: list[asyncio.Task], grace: float = 1.0) -> None:
+    """Cancel tasks and wait until they have ended, cancelling again any that outlive `grace`:
+    a library may swallow one cancellation (asyncio.wait_for in Python 3.11 does when the
+    awaited result arrives at the same moment), and a stop must never hang on that."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            log.warning("event=cancel_repeated tasks=%s", ",".join(sorted(t.get_name() for t in pending)))
 
 
 async def run_agent(cfg: Config, *, config_path: Path | None = None) -> None:

@@ -123,7 +123,7 @@ async def _poll(driver: Driver, emit: Emit) -> None:
     loop = asyncio.get_running_loop()
     device, health = driver.device, driver.health
     interval = device.poll_interval
-    deadline, polls = loop.time(), 0
+    deadline, polls, task = loop.time(), 0, asyncio.current_task()
     # One timer guards every read, so a wedged read cannot stall the task: armed for the read
     # only (an emit that waits for derivation to catch up is back-pressure, not a dead PLC).
     # Re-arming one Timeout costs less than entering a new one per poll (bench/, docs/performance.md).
@@ -133,6 +133,8 @@ async def _poll(driver: Driver, emit: Emit) -> None:
                 cut.reschedule(loop.time() + read_guard(driver))
                 samples = await driver.read()
                 cut.reschedule(None)
+                if task.cancelling():  # a cancel a library swallowed (3.11's wait_for can): honour it now
+                    raise asyncio.CancelledError
                 health.reads += 1
                 health.last_ok = now()
                 await emit(samples)

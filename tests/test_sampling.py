@@ -233,3 +233,30 @@ async def test_back_to_back_polls_that_never_wait_still_let_other_tasks_run():
     assert not watcher.done(), watcher.exception()
     watcher.cancel()
     assert driver.reads > 100 and ticks > driver.reads / (YIELD_EVERY + 1) - 2
+
+
+async def test_a_cancel_swallowed_inside_a_read_still_stops_the_poller():
+    """asyncio.wait_for in Python 3.11 can swallow a cancellation when its result arrives at the
+    same moment; the poller must still stop instead of polling on forever."""
+    from types import SimpleNamespace
+
+    class Swallowing(_Stuck):
+        async def read(self):
+            self.reads += 1
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # what the race does: the answer is returned, the cancel is gone
+            return [Sample("t", self.reads, 0.0)]
+
+    driver = Swallowing(SimpleNamespace(name="plc", timeout=1.0, poll_interval=0.01, mode="poll"))
+
+    async def emit(batch):
+        pass
+
+    task = asyncio.create_task(run_device(driver, emit))
+    await asyncio.sleep(0.2)
+    task.cancel()  # once, as the daemon does first
+    done, _ = await asyncio.wait([task], timeout=2.0)
+    assert done, "the poller went on polling after its cancellation was swallowed"
+    assert task.cancelled()
