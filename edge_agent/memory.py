@@ -45,7 +45,6 @@ SUBPROCESS_MIN_BYTES = 64 * 1024
 def load_config_compact(path: str | Path) -> Any:
     """`edge_agent.config.load_config(path)`, parsed in a forked child (see the module doc)."""
     from edge_agent.config import load_config
-    from edge_agent.errors import ConfigError
 
     if not hasattr(os, "fork"):
         return load_config(path)
@@ -67,12 +66,7 @@ def load_config_compact(path: str | Path) -> Any:
         code = 0
         try:
             os.close(rfd)
-            try:
-                payload = _OK + pickle.dumps(load_config(path), protocol=pickle.HIGHEST_PROTOCOL)
-            except ConfigError as e:
-                payload = _CONFIG_ERROR + pickle.dumps(list(e.problems), protocol=pickle.HIGHEST_PROTOCOL)
-            except BaseException:  # noqa: BLE001 -- the parent parses again and raises it itself
-                payload = _OTHER
+            payload = _payload(path)
             with os.fdopen(wfd, "wb") as out:
                 out.write(payload)
         except BaseException:  # noqa: BLE001 -- nothing may escape a forked child
@@ -137,17 +131,21 @@ def _load_in_subprocess(path: str | Path) -> Any:
     return _result(proc.stdout if proc.returncode == 0 else b"", path)
 
 
-def _child_main(path: str) -> None:
+def _payload(path: str | Path) -> bytes:
+    """What a child sends back: one tag byte, then the pickled Config or the config's problems."""
     from edge_agent.config import load_config
     from edge_agent.errors import ConfigError
 
     try:
-        payload = _OK + pickle.dumps(load_config(path), protocol=pickle.HIGHEST_PROTOCOL)
+        return _OK + pickle.dumps(load_config(path), protocol=pickle.HIGHEST_PROTOCOL)
     except ConfigError as e:
-        payload = _CONFIG_ERROR + pickle.dumps(list(e.problems), protocol=pickle.HIGHEST_PROTOCOL)
+        return _CONFIG_ERROR + pickle.dumps(list(e.problems), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 -- the parent parses again and raises it itself
-        payload = _OTHER
-    sys.stdout.buffer.write(payload)
+        return _OTHER
+
+
+def _child_main(path: str) -> None:
+    sys.stdout.buffer.write(_payload(path))
     sys.stdout.buffer.flush()
 
 
